@@ -431,6 +431,121 @@ func (*Keepalive) Descriptor() ([]byte, []int) {
 	return file_fleetplane_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
+type EnrollRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name is the device name asked for; it must equal the CSR's common name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Csr is a PEM-encoded PKCS #10 certificate signing request.
+	Csr           string            `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	DeviceStatus  *DeviceStatus     `protobuf:"bytes,3,opt,name=device_status,json=deviceStatus,proto3" json:"device_status,omitempty"`
+	Labels        map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollRequest) Reset() {
+	*x = EnrollRequest{}
+	mi := &file_fleetplane_v1_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollRequest) ProtoMessage() {}
+
+func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetplane_v1_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
+func (*EnrollRequest) Descriptor() ([]byte, []int) {
+	return file_fleetplane_v1_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *EnrollRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *EnrollRequest) GetCsr() string {
+	if x != nil {
+		return x.Csr
+	}
+	return ""
+}
+
+func (x *EnrollRequest) GetDeviceStatus() *DeviceStatus {
+	if x != nil {
+		return x.DeviceStatus
+	}
+	return nil
+}
+
+func (x *EnrollRequest) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+type EnrollResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// State is "Pending", "Approved" or "Denied".
+	State         string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollResponse) Reset() {
+	*x = EnrollResponse{}
+	mi := &file_fleetplane_v1_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollResponse) ProtoMessage() {}
+
+func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetplane_v1_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
+func (*EnrollResponse) Descriptor() ([]byte, []int) {
+	return file_fleetplane_v1_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *EnrollResponse) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
 type GetEnrollmentCertificateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -443,7 +558,7 @@ type GetEnrollmentCertificateRequest struct {
 
 func (x *GetEnrollmentCertificateRequest) Reset() {
 	*x = GetEnrollmentCertificateRequest{}
-	mi := &file_fleetplane_v1_agent_proto_msgTypes[6]
+	mi := &file_fleetplane_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -455,7 +570,7 @@ func (x *GetEnrollmentCertificateRequest) String() string {
 func (*GetEnrollmentCertificateRequest) ProtoMessage() {}
 
 func (x *GetEnrollmentCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetplane_v1_agent_proto_msgTypes[6]
+	mi := &file_fleetplane_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -468,7 +583,7 @@ func (x *GetEnrollmentCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEnrollmentCertificateRequest.ProtoReflect.Descriptor instead.
 func (*GetEnrollmentCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_fleetplane_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_fleetplane_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetEnrollmentCertificateRequest) GetName() string {
@@ -498,7 +613,7 @@ type GetEnrollmentCertificateResponse struct {
 
 func (x *GetEnrollmentCertificateResponse) Reset() {
 	*x = GetEnrollmentCertificateResponse{}
-	mi := &file_fleetplane_v1_agent_proto_msgTypes[7]
+	mi := &file_fleetplane_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +625,7 @@ func (x *GetEnrollmentCertificateResponse) String() string {
 func (*GetEnrollmentCertificateResponse) ProtoMessage() {}
 
 func (x *GetEnrollmentCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetplane_v1_agent_proto_msgTypes[7]
+	mi := &file_fleetplane_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +638,7 @@ func (x *GetEnrollmentCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEnrollmentCertificateResponse.ProtoReflect.Descriptor instead.
 func (*GetEnrollmentCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_fleetplane_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_fleetplane_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetEnrollmentCertificateResponse) GetState() string {
@@ -574,15 +689,26 @@ const file_fleetplane_v1_agent_proto_rawDesc = "" +
 	"SpecReject\x12)\n" +
 	"\x10rendered_version\x18\x01 \x01(\tR\x0frenderedVersion\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\"\v\n" +
-	"\tKeepalive\"a\n" +
+	"\tKeepalive\"\xf4\x01\n" +
+	"\rEnrollRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03csr\x18\x02 \x01(\tR\x03csr\x12@\n" +
+	"\rdevice_status\x18\x03 \x01(\v2\x1b.fleetplane.v1.DeviceStatusR\fdeviceStatus\x12@\n" +
+	"\x06labels\x18\x04 \x03(\v2(.fleetplane.v1.EnrollRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"&\n" +
+	"\x0eEnrollResponse\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\"a\n" +
 	"\x1fGetEnrollmentCertificateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x11public_key_sha256\x18\x02 \x01(\tR\x0fpublicKeySha256\"\x81\x01\n" +
 	" GetEnrollmentCertificateResponse\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12 \n" +
 	"\vcertificate\x18\x02 \x01(\tR\vcertificate\x12%\n" +
-	"\x0eca_certificate\x18\x03 \x01(\tR\rcaCertificate2\xd6\x01\n" +
-	"\fAgentService\x12I\n" +
+	"\x0eca_certificate\x18\x03 \x01(\tR\rcaCertificate2\x9d\x02\n" +
+	"\fAgentService\x12E\n" +
+	"\x06Enroll\x12\x1c.fleetplane.v1.EnrollRequest\x1a\x1d.fleetplane.v1.EnrollResponse\x12I\n" +
 	"\x06Stream\x12\x1c.fleetplane.v1.StreamRequest\x1a\x1d.fleetplane.v1.StreamResponse(\x010\x01\x12{\n" +
 	"\x18GetEnrollmentCertificate\x12..fleetplane.v1.GetEnrollmentCertificateRequest\x1a/.fleetplane.v1.GetEnrollmentCertificateResponseBAZ?github.com/fleetplane/fleetplane/gen/fleetplane/v1;fleetplanev1b\x06proto3"
 
@@ -598,7 +724,7 @@ func file_fleetplane_v1_agent_proto_rawDescGZIP() []byte {
 	return file_fleetplane_v1_agent_proto_rawDescData
 }
 
-var file_fleetplane_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_fleetplane_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_fleetplane_v1_agent_proto_goTypes = []any{
 	(*StreamRequest)(nil),                    // 0: fleetplane.v1.StreamRequest
 	(*StreamResponse)(nil),                   // 1: fleetplane.v1.StreamResponse
@@ -606,28 +732,35 @@ var file_fleetplane_v1_agent_proto_goTypes = []any{
 	(*SpecAck)(nil),                          // 3: fleetplane.v1.SpecAck
 	(*SpecReject)(nil),                       // 4: fleetplane.v1.SpecReject
 	(*Keepalive)(nil),                        // 5: fleetplane.v1.Keepalive
-	(*GetEnrollmentCertificateRequest)(nil),  // 6: fleetplane.v1.GetEnrollmentCertificateRequest
-	(*GetEnrollmentCertificateResponse)(nil), // 7: fleetplane.v1.GetEnrollmentCertificateResponse
-	(*DeviceStatus)(nil),                     // 8: fleetplane.v1.DeviceStatus
-	(*RenderedDeviceSpec)(nil),               // 9: fleetplane.v1.RenderedDeviceSpec
+	(*EnrollRequest)(nil),                    // 6: fleetplane.v1.EnrollRequest
+	(*EnrollResponse)(nil),                   // 7: fleetplane.v1.EnrollResponse
+	(*GetEnrollmentCertificateRequest)(nil),  // 8: fleetplane.v1.GetEnrollmentCertificateRequest
+	(*GetEnrollmentCertificateResponse)(nil), // 9: fleetplane.v1.GetEnrollmentCertificateResponse
+	nil,                                      // 10: fleetplane.v1.EnrollRequest.LabelsEntry
+	(*DeviceStatus)(nil),                     // 11: fleetplane.v1.DeviceStatus
+	(*RenderedDeviceSpec)(nil),               // 12: fleetplane.v1.RenderedDeviceSpec
 }
 var file_fleetplane_v1_agent_proto_depIdxs = []int32{
-	2, // 0: fleetplane.v1.StreamRequest.hello:type_name -> fleetplane.v1.AgentHello
-	3, // 1: fleetplane.v1.StreamRequest.ack:type_name -> fleetplane.v1.SpecAck
-	4, // 2: fleetplane.v1.StreamRequest.reject:type_name -> fleetplane.v1.SpecReject
-	8, // 3: fleetplane.v1.StreamRequest.status:type_name -> fleetplane.v1.DeviceStatus
-	5, // 4: fleetplane.v1.StreamRequest.keepalive:type_name -> fleetplane.v1.Keepalive
-	9, // 5: fleetplane.v1.StreamResponse.spec:type_name -> fleetplane.v1.RenderedDeviceSpec
-	5, // 6: fleetplane.v1.StreamResponse.keepalive:type_name -> fleetplane.v1.Keepalive
-	0, // 7: fleetplane.v1.AgentService.Stream:input_type -> fleetplane.v1.StreamRequest
-	6, // 8: fleetplane.v1.AgentService.GetEnrollmentCertificate:input_type -> fleetplane.v1.GetEnrollmentCertificateRequest
-	1, // 9: fleetplane.v1.AgentService.Stream:output_type -> fleetplane.v1.StreamResponse
-	7, // 10: fleetplane.v1.AgentService.GetEnrollmentCertificate:output_type -> fleetplane.v1.GetEnrollmentCertificateResponse
-	9, // [9:11] is the sub-list for method output_type
-	7, // [7:9] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	2,  // 0: fleetplane.v1.StreamRequest.hello:type_name -> fleetplane.v1.AgentHello
+	3,  // 1: fleetplane.v1.StreamRequest.ack:type_name -> fleetplane.v1.SpecAck
+	4,  // 2: fleetplane.v1.StreamRequest.reject:type_name -> fleetplane.v1.SpecReject
+	11, // 3: fleetplane.v1.StreamRequest.status:type_name -> fleetplane.v1.DeviceStatus
+	5,  // 4: fleetplane.v1.StreamRequest.keepalive:type_name -> fleetplane.v1.Keepalive
+	12, // 5: fleetplane.v1.StreamResponse.spec:type_name -> fleetplane.v1.RenderedDeviceSpec
+	5,  // 6: fleetplane.v1.StreamResponse.keepalive:type_name -> fleetplane.v1.Keepalive
+	11, // 7: fleetplane.v1.EnrollRequest.device_status:type_name -> fleetplane.v1.DeviceStatus
+	10, // 8: fleetplane.v1.EnrollRequest.labels:type_name -> fleetplane.v1.EnrollRequest.LabelsEntry
+	6,  // 9: fleetplane.v1.AgentService.Enroll:input_type -> fleetplane.v1.EnrollRequest
+	0,  // 10: fleetplane.v1.AgentService.Stream:input_type -> fleetplane.v1.StreamRequest
+	8,  // 11: fleetplane.v1.AgentService.GetEnrollmentCertificate:input_type -> fleetplane.v1.GetEnrollmentCertificateRequest
+	7,  // 12: fleetplane.v1.AgentService.Enroll:output_type -> fleetplane.v1.EnrollResponse
+	1,  // 13: fleetplane.v1.AgentService.Stream:output_type -> fleetplane.v1.StreamResponse
+	9,  // 14: fleetplane.v1.AgentService.GetEnrollmentCertificate:output_type -> fleetplane.v1.GetEnrollmentCertificateResponse
+	12, // [12:15] is the sub-list for method output_type
+	9,  // [9:12] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_fleetplane_v1_agent_proto_init() }
@@ -653,7 +786,7 @@ func file_fleetplane_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleetplane_v1_agent_proto_rawDesc), len(file_fleetplane_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,6 +19,7 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
+	AgentService_Enroll_FullMethodName                   = "/fleetplane.v1.AgentService/Enroll"
 	AgentService_Stream_FullMethodName                   = "/fleetplane.v1.AgentService/Stream"
 	AgentService_GetEnrollmentCertificate_FullMethodName = "/fleetplane.v1.AgentService/GetEnrollmentCertificate"
 )
@@ -28,8 +29,11 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // AgentService is the device agent's connection to the server. Stream needs the device's client
-// certificate; GetEnrollmentCertificate does not.
+// certificate; Enroll and GetEnrollmentCertificate do not.
 type AgentServiceClient interface {
+	// Enroll submits an enrollment request for a new device: its CSR and what it reports about
+	// itself. An operator approves or denies it.
+	Enroll(ctx context.Context, in *EnrollRequest, opts ...grpc.CallOption) (*EnrollResponse, error)
 	// Stream carries rendered specs to the agent and acknowledgements and status reports back. The
 	// agent opens it with a Hello; the server sends the latest rendered spec only when it is newer
 	// than the version the agent has, with at most one version awaiting acknowledgement.
@@ -45,6 +49,16 @@ type agentServiceClient struct {
 
 func NewAgentServiceClient(cc grpc.ClientConnInterface) AgentServiceClient {
 	return &agentServiceClient{cc}
+}
+
+func (c *agentServiceClient) Enroll(ctx context.Context, in *EnrollRequest, opts ...grpc.CallOption) (*EnrollResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnrollResponse)
+	err := c.cc.Invoke(ctx, AgentService_Enroll_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (c *agentServiceClient) Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamRequest, StreamResponse], error) {
@@ -75,8 +89,11 @@ func (c *agentServiceClient) GetEnrollmentCertificate(ctx context.Context, in *G
 // for forward compatibility.
 //
 // AgentService is the device agent's connection to the server. Stream needs the device's client
-// certificate; GetEnrollmentCertificate does not.
+// certificate; Enroll and GetEnrollmentCertificate do not.
 type AgentServiceServer interface {
+	// Enroll submits an enrollment request for a new device: its CSR and what it reports about
+	// itself. An operator approves or denies it.
+	Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error)
 	// Stream carries rendered specs to the agent and acknowledgements and status reports back. The
 	// agent opens it with a Hello; the server sends the latest rendered spec only when it is newer
 	// than the version the agent has, with at most one version awaiting acknowledgement.
@@ -94,6 +111,9 @@ type AgentServiceServer interface {
 // pointer dereference when methods are called.
 type UnimplementedAgentServiceServer struct{}
 
+func (UnimplementedAgentServiceServer) Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Enroll not implemented")
+}
 func (UnimplementedAgentServiceServer) Stream(grpc.BidiStreamingServer[StreamRequest, StreamResponse]) error {
 	return status.Error(codes.Unimplemented, "method Stream not implemented")
 }
@@ -119,6 +139,24 @@ func RegisterAgentServiceServer(s grpc.ServiceRegistrar, srv AgentServiceServer)
 		t.testEmbeddedByValue()
 	}
 	s.RegisterService(&AgentService_ServiceDesc, srv)
+}
+
+func _AgentService_Enroll_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnrollRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).Enroll(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_Enroll_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).Enroll(ctx, req.(*EnrollRequest))
+	}
+	return interceptor(ctx, in, info, handler)
 }
 
 func _AgentService_Stream_Handler(srv interface{}, stream grpc.ServerStream) error {
@@ -153,6 +191,10 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "fleetplane.v1.AgentService",
 	HandlerType: (*AgentServiceServer)(nil),
 	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Enroll",
+			Handler:    _AgentService_Enroll_Handler,
+		},
 		{
 			MethodName: "GetEnrollmentCertificate",
 			Handler:    _AgentService_GetEnrollmentCertificate_Handler,

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fleetplane/v1/agent.proto.
  */
 export const file_fleetplane_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChlmbGVldHBsYW5lL3YxL2FnZW50LnByb3RvEg1mbGVldHBsYW5lLnYxIvgBCg1TdHJlYW1SZXF1ZXN0EioKBWhlbGxvGAEgASgLMhkuZmxlZXRwbGFuZS52MS5BZ2VudEhlbGxvSAASJQoDYWNrGAIgASgLMhYuZmxlZXRwbGFuZS52MS5TcGVjQWNrSAASKwoGcmVqZWN0GAMgASgLMhkuZmxlZXRwbGFuZS52MS5TcGVjUmVqZWN0SAASLQoGc3RhdHVzGAQgASgLMhsuZmxlZXRwbGFuZS52MS5EZXZpY2VTdGF0dXNIABItCglrZWVwYWxpdmUYBSABKAsyGC5mbGVldHBsYW5lLnYxLktlZXBhbGl2ZUgAQgkKB21lc3NhZ2UifQoOU3RyZWFtUmVzcG9uc2USMQoEc3BlYxgBIAEoCzIhLmZsZWV0cGxhbmUudjEuUmVuZGVyZWREZXZpY2VTcGVjSAASLQoJa2VlcGFsaXZlGAIgASgLMhguZmxlZXRwbGFuZS52MS5LZWVwYWxpdmVIAEIJCgdtZXNzYWdlIlkKCkFnZW50SGVsbG8SGAoQcmVuZGVyZWRfdmVyc2lvbhgBIAEoCRIaChJjYXBhYmlsaXR5X3ZlcnNpb24YAiABKAUSFQoNYWdlbnRfdmVyc2lvbhgDIAEoCSIjCgdTcGVjQWNrEhgKEHJlbmRlcmVkX3ZlcnNpb24YASABKAkiNQoKU3BlY1JlamVjdBIYChByZW5kZXJlZF92ZXJzaW9uGAEgASgJEg0KBWVycm9yGAIgASgJIgsKCUtlZXBhbGl2ZSJKCh9HZXRFbnJvbGxtZW50Q2VydGlmaWNhdGVSZXF1ZXN0EgwKBG5hbWUYASABKAkSGQoRcHVibGljX2tleV9zaGEyNTYYAiABKAkiXgogR2V0RW5yb2xsbWVudENlcnRpZmljYXRlUmVzcG9uc2USDQoFc3RhdGUYASABKAkSEwoLY2VydGlmaWNhdGUYAiABKAkSFgoOY2FfY2VydGlmaWNhdGUYAyABKAky1gEKDEFnZW50U2VydmljZRJJCgZTdHJlYW0SHC5mbGVldHBsYW5lLnYxLlN0cmVhbVJlcXVlc3QaHS5mbGVldHBsYW5lLnYxLlN0cmVhbVJlc3BvbnNlKAEwARJ7ChhHZXRFbnJvbGxtZW50Q2VydGlmaWNhdGUSLi5mbGVldHBsYW5lLnYxLkdldEVucm9sbG1lbnRDZXJ0aWZpY2F0ZVJlcXVlc3QaLy5mbGVldHBsYW5lLnYxLkdldEVucm9sbG1lbnRDZXJ0aWZpY2F0ZVJlc3BvbnNlQkFaP2dpdGh1Yi5jb20vZmxlZXRwbGFuZS9mbGVldHBsYW5lL2dlbi9mbGVldHBsYW5lL3YxO2ZsZWV0cGxhbmV2MWIGcHJvdG8z", [file_fleetplane_v1_device]);
+  fileDesc("ChlmbGVldHBsYW5lL3YxL2FnZW50LnByb3RvEg1mbGVldHBsYW5lLnYxIvgBCg1TdHJlYW1SZXF1ZXN0EioKBWhlbGxvGAEgASgLMhkuZmxlZXRwbGFuZS52MS5BZ2VudEhlbGxvSAASJQoDYWNrGAIgASgLMhYuZmxlZXRwbGFuZS52MS5TcGVjQWNrSAASKwoGcmVqZWN0GAMgASgLMhkuZmxlZXRwbGFuZS52MS5TcGVjUmVqZWN0SAASLQoGc3RhdHVzGAQgASgLMhsuZmxlZXRwbGFuZS52MS5EZXZpY2VTdGF0dXNIABItCglrZWVwYWxpdmUYBSABKAsyGC5mbGVldHBsYW5lLnYxLktlZXBhbGl2ZUgAQgkKB21lc3NhZ2UifQoOU3RyZWFtUmVzcG9uc2USMQoEc3BlYxgBIAEoCzIhLmZsZWV0cGxhbmUudjEuUmVuZGVyZWREZXZpY2VTcGVjSAASLQoJa2VlcGFsaXZlGAIgASgLMhguZmxlZXRwbGFuZS52MS5LZWVwYWxpdmVIAEIJCgdtZXNzYWdlIlkKCkFnZW50SGVsbG8SGAoQcmVuZGVyZWRfdmVyc2lvbhgBIAEoCRIaChJjYXBhYmlsaXR5X3ZlcnNpb24YAiABKAUSFQoNYWdlbnRfdmVyc2lvbhgDIAEoCSIjCgdTcGVjQWNrEhgKEHJlbmRlcmVkX3ZlcnNpb24YASABKAkiNQoKU3BlY1JlamVjdBIYChByZW5kZXJlZF92ZXJzaW9uGAEgASgJEg0KBWVycm9yGAIgASgJIgsKCUtlZXBhbGl2ZSLHAQoNRW5yb2xsUmVxdWVzdBIMCgRuYW1lGAEgASgJEgsKA2NzchgCIAEoCRIyCg1kZXZpY2Vfc3RhdHVzGAMgASgLMhsuZmxlZXRwbGFuZS52MS5EZXZpY2VTdGF0dXMSOAoGbGFiZWxzGAQgAygLMiguZmxlZXRwbGFuZS52MS5FbnJvbGxSZXF1ZXN0LkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiHwoORW5yb2xsUmVzcG9uc2USDQoFc3RhdGUYASABKAkiSgofR2V0RW5yb2xsbWVudENlcnRpZmljYXRlUmVxdWVzdBIMCgRuYW1lGAEgASgJEhkKEXB1YmxpY19rZXlfc2hhMjU2GAIgASgJIl4KIEdldEVucm9sbG1lbnRDZXJ0aWZpY2F0ZVJlc3BvbnNlEg0KBXN0YXRlGAEgASgJEhMKC2NlcnRpZmljYXRlGAIgASgJEhYKDmNhX2NlcnRpZmljYXRlGAMgASgJMp0CCgxBZ2VudFNlcnZpY2USRQoGRW5yb2xsEhwuZmxlZXRwbGFuZS52MS5FbnJvbGxSZXF1ZXN0Gh0uZmxlZXRwbGFuZS52MS5FbnJvbGxSZXNwb25zZRJJCgZTdHJlYW0SHC5mbGVldHBsYW5lLnYxLlN0cmVhbVJlcXVlc3QaHS5mbGVldHBsYW5lLnYxLlN0cmVhbVJlc3BvbnNlKAEwARJ7ChhHZXRFbnJvbGxtZW50Q2VydGlmaWNhdGUSLi5mbGVldHBsYW5lLnYxLkdldEVucm9sbG1lbnRDZXJ0aWZpY2F0ZVJlcXVlc3QaLy5mbGVldHBsYW5lLnYxLkdldEVucm9sbG1lbnRDZXJ0aWZpY2F0ZVJlc3BvbnNlQkFaP2dpdGh1Yi5jb20vZmxlZXRwbGFuZS9mbGVldHBsYW5lL2dlbi9mbGVldHBsYW5lL3YxO2ZsZWV0cGxhbmV2MWIGcHJvdG8z", [file_fleetplane_v1_device]);
 
 /**
  * @generated from message fleetplane.v1.StreamRequest
@@ -182,6 +182,61 @@ export const KeepaliveSchema: GenMessage<Keepalive> = /*@__PURE__*/
   messageDesc(file_fleetplane_v1_agent, 5);
 
 /**
+ * @generated from message fleetplane.v1.EnrollRequest
+ */
+export type EnrollRequest = Message<"fleetplane.v1.EnrollRequest"> & {
+  /**
+   * Name is the device name asked for; it must equal the CSR's common name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Csr is a PEM-encoded PKCS #10 certificate signing request.
+   *
+   * @generated from field: string csr = 2;
+   */
+  csr: string;
+
+  /**
+   * @generated from field: fleetplane.v1.DeviceStatus device_status = 3;
+   */
+  deviceStatus?: DeviceStatus | undefined;
+
+  /**
+   * @generated from field: map<string, string> labels = 4;
+   */
+  labels: { [key: string]: string };
+};
+
+/**
+ * Describes the message fleetplane.v1.EnrollRequest.
+ * Use `create(EnrollRequestSchema)` to create a new message.
+ */
+export const EnrollRequestSchema: GenMessage<EnrollRequest> = /*@__PURE__*/
+  messageDesc(file_fleetplane_v1_agent, 6);
+
+/**
+ * @generated from message fleetplane.v1.EnrollResponse
+ */
+export type EnrollResponse = Message<"fleetplane.v1.EnrollResponse"> & {
+  /**
+   * State is "Pending", "Approved" or "Denied".
+   *
+   * @generated from field: string state = 1;
+   */
+  state: string;
+};
+
+/**
+ * Describes the message fleetplane.v1.EnrollResponse.
+ * Use `create(EnrollResponseSchema)` to create a new message.
+ */
+export const EnrollResponseSchema: GenMessage<EnrollResponse> = /*@__PURE__*/
+  messageDesc(file_fleetplane_v1_agent, 7);
+
+/**
  * @generated from message fleetplane.v1.GetEnrollmentCertificateRequest
  */
 export type GetEnrollmentCertificateRequest = Message<"fleetplane.v1.GetEnrollmentCertificateRequest"> & {
@@ -204,7 +259,7 @@ export type GetEnrollmentCertificateRequest = Message<"fleetplane.v1.GetEnrollme
  * Use `create(GetEnrollmentCertificateRequestSchema)` to create a new message.
  */
 export const GetEnrollmentCertificateRequestSchema: GenMessage<GetEnrollmentCertificateRequest> = /*@__PURE__*/
-  messageDesc(file_fleetplane_v1_agent, 6);
+  messageDesc(file_fleetplane_v1_agent, 8);
 
 /**
  * @generated from message fleetplane.v1.GetEnrollmentCertificateResponse
@@ -235,15 +290,26 @@ export type GetEnrollmentCertificateResponse = Message<"fleetplane.v1.GetEnrollm
  * Use `create(GetEnrollmentCertificateResponseSchema)` to create a new message.
  */
 export const GetEnrollmentCertificateResponseSchema: GenMessage<GetEnrollmentCertificateResponse> = /*@__PURE__*/
-  messageDesc(file_fleetplane_v1_agent, 7);
+  messageDesc(file_fleetplane_v1_agent, 9);
 
 /**
  * AgentService is the device agent's connection to the server. Stream needs the device's client
- * certificate; GetEnrollmentCertificate does not.
+ * certificate; Enroll and GetEnrollmentCertificate do not.
  *
  * @generated from service fleetplane.v1.AgentService
  */
 export const AgentService: GenService<{
+  /**
+   * Enroll submits an enrollment request for a new device: its CSR and what it reports about
+   * itself. An operator approves or denies it.
+   *
+   * @generated from rpc fleetplane.v1.AgentService.Enroll
+   */
+  enroll: {
+    methodKind: "unary";
+    input: typeof EnrollRequestSchema;
+    output: typeof EnrollResponseSchema;
+  },
   /**
    * Stream carries rendered specs to the agent and acknowledgements and status reports back. The
    * agent opens it with a Hello; the server sends the latest rendered spec only when it is newer

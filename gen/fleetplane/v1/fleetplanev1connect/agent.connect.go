@@ -33,6 +33,8 @@ const (
 // reflection-formatted method names, remove the leading slash and convert the remaining slash to a
 // period.
 const (
+	// AgentServiceEnrollProcedure is the fully-qualified name of the AgentService's Enroll RPC.
+	AgentServiceEnrollProcedure = "/fleetplane.v1.AgentService/Enroll"
 	// AgentServiceStreamProcedure is the fully-qualified name of the AgentService's Stream RPC.
 	AgentServiceStreamProcedure = "/fleetplane.v1.AgentService/Stream"
 	// AgentServiceGetEnrollmentCertificateProcedure is the fully-qualified name of the AgentService's
@@ -42,6 +44,9 @@ const (
 
 // AgentServiceClient is a client for the fleetplane.v1.AgentService service.
 type AgentServiceClient interface {
+	// Enroll submits an enrollment request for a new device: its CSR and what it reports about
+	// itself. An operator approves or denies it.
+	Enroll(context.Context, *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error)
 	// Stream carries rendered specs to the agent and acknowledgements and status reports back. The
 	// agent opens it with a Hello; the server sends the latest rendered spec only when it is newer
 	// than the version the agent has, with at most one version awaiting acknowledgement.
@@ -62,6 +67,12 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 	baseURL = strings.TrimRight(baseURL, "/")
 	agentServiceMethods := v1.File_fleetplane_v1_agent_proto.Services().ByName("AgentService").Methods()
 	return &agentServiceClient{
+		enroll: connect.NewClient[v1.EnrollRequest, v1.EnrollResponse](
+			httpClient,
+			baseURL+AgentServiceEnrollProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("Enroll")),
+			connect.WithClientOptions(opts...),
+		),
 		stream: connect.NewClient[v1.StreamRequest, v1.StreamResponse](
 			httpClient,
 			baseURL+AgentServiceStreamProcedure,
@@ -79,8 +90,14 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 
 // agentServiceClient implements AgentServiceClient.
 type agentServiceClient struct {
+	enroll                   *connect.Client[v1.EnrollRequest, v1.EnrollResponse]
 	stream                   *connect.Client[v1.StreamRequest, v1.StreamResponse]
 	getEnrollmentCertificate *connect.Client[v1.GetEnrollmentCertificateRequest, v1.GetEnrollmentCertificateResponse]
+}
+
+// Enroll calls fleetplane.v1.AgentService.Enroll.
+func (c *agentServiceClient) Enroll(ctx context.Context, req *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error) {
+	return c.enroll.CallUnary(ctx, req)
 }
 
 // Stream calls fleetplane.v1.AgentService.Stream.
@@ -95,6 +112,9 @@ func (c *agentServiceClient) GetEnrollmentCertificate(ctx context.Context, req *
 
 // AgentServiceHandler is an implementation of the fleetplane.v1.AgentService service.
 type AgentServiceHandler interface {
+	// Enroll submits an enrollment request for a new device: its CSR and what it reports about
+	// itself. An operator approves or denies it.
+	Enroll(context.Context, *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error)
 	// Stream carries rendered specs to the agent and acknowledgements and status reports back. The
 	// agent opens it with a Hello; the server sends the latest rendered spec only when it is newer
 	// than the version the agent has, with at most one version awaiting acknowledgement.
@@ -111,6 +131,12 @@ type AgentServiceHandler interface {
 // and JSON codecs. They also support gzip compression.
 func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
 	agentServiceMethods := v1.File_fleetplane_v1_agent_proto.Services().ByName("AgentService").Methods()
+	agentServiceEnrollHandler := connect.NewUnaryHandler(
+		AgentServiceEnrollProcedure,
+		svc.Enroll,
+		connect.WithSchema(agentServiceMethods.ByName("Enroll")),
+		connect.WithHandlerOptions(opts...),
+	)
 	agentServiceStreamHandler := connect.NewBidiStreamHandler(
 		AgentServiceStreamProcedure,
 		svc.Stream,
@@ -125,6 +151,8 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 	)
 	return "/fleetplane.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
+		case AgentServiceEnrollProcedure:
+			agentServiceEnrollHandler.ServeHTTP(w, r)
 		case AgentServiceStreamProcedure:
 			agentServiceStreamHandler.ServeHTTP(w, r)
 		case AgentServiceGetEnrollmentCertificateProcedure:
@@ -137,6 +165,10 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 
 // UnimplementedAgentServiceHandler returns CodeUnimplemented from all methods.
 type UnimplementedAgentServiceHandler struct{}
+
+func (UnimplementedAgentServiceHandler) Enroll(context.Context, *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fleetplane.v1.AgentService.Enroll is not implemented"))
+}
 
 func (UnimplementedAgentServiceHandler) Stream(context.Context, *connect.BidiStream[v1.StreamRequest, v1.StreamResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("fleetplane.v1.AgentService.Stream is not implemented"))
