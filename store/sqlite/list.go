@@ -1,0 +1,124 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/fleetplane/fleetplane/store"
+	"github.com/fleetplane/fleetplane/store/internal/pagetoken"
+	"github.com/fleetplane/fleetplane/store/selector"
+)
+
+// filterBatch is how many rows List reads at a time when a selector may skip rows.
+const filterBatch = 500
+
+// List returns one page of objects of kind ordered by name. Selectors are evaluated in Go on
+// rows read in name order after the page token, until the page is full.
+func (t *tx) List(ctx context.Context, kind string, opts store.ListOptions) (*store.ListResult, error) {
+	prototype, err := store.New(kind)
+	if err != nil {
+		return nil, fmt.Errorf("list: %w", err)
+	}
+	labels, err := selector.ParseLabels(opts.LabelSelector)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w: %v", lower(kind), store.ErrInvalidArgument, err)
+	}
+	fields, err := selector.ParseFields(opts.FieldSelector, prototype)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w: %v", lower(kind), store.ErrInvalidArgument, err)
+	}
+	after, err := pagetoken.Decode(opts.PageToken, kind, 1)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", lower(kind), err)
+	}
+	last := ""
+	if after != nil {
+		last = after[0]
+	}
+	limit := pageSize(opts.Limit)
+
+	version, err := t.LatestVersion(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", lower(kind), err)
+	}
+	batch := limit + 1
+	if !labels.Empty() || !fields.Empty() {
+		batch = max(batch, filterBatch)
+	}
+
+	res := &store.ListResult{Version: version}
+	for {
+		rows, err := t.rowsAfter(ctx, kind, last, batch)
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", lower(kind), err)
+		}
+		for _, row := range rows {
+			last = row.name
+			obj, ok, err := match(row, labels, fields)
+			if err != nil {
+				return nil, fmt.Errorf("list %s: %w", lower(kind), err)
+			}
+			if !ok {
+				continue
+			}
+			if len(res.Items) == limit {
+				// One more match exists, so this page is not the last.
+				res.NextPageToken = pagetoken.Encode(kind, store.Meta(res.Items[limit-1]).Name)
+				return res, nil
+			}
+			res.Items = append(res.Items, obj)
+		}
+		if len(rows) < batch {
+			return res, nil
+		}
+	}
+}
+
+// pageSize applies the default and the cap to a requested page size.
+func pageSize(limit int) int {
+	switch {
+	case limit <= 0:
+		return store.DefaultPageSize
+	case limit > store.MaxPageSize:
+		return store.MaxPageSize
+	}
+	return limit
+}
+
+// match decodes row and reports whether it satisfies both selectors. Labels are checked first
+// so that rows they reject are never fully decoded.
+func match(row *resourceRow, labels selector.Labels, fields selector.Fields) (store.Object, bool, error) {
+	if !labels.Empty() {
+		set, err := row.labelMap()
+		if err != nil {
+			return nil, false, fmt.Errorf("decode labels of %q: %w", row.name, err)
+		}
+		if !labels.Matches(set) {
+			return nil, false, nil
+		}
+	}
+	obj, err := row.object()
+	if err != nil {
+		return nil, false, err
+	}
+	return obj, fields.Matches(obj), nil
+}
+
+func (t *tx) rowsAfter(ctx context.Context, kind, after string, limit int) ([]*resourceRow, error) {
+	q := `SELECT ` + resourceColumns + ` ` + resourceFrom +
+		` WHERE r.kind = ? AND r.name > ? ORDER BY r.name LIMIT ?`
+	rows, err := t.sql.QueryContext(ctx, q, kind, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*resourceRow
+	for rows.Next() {
+		row, err := scanResource(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, row)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,83 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+
+	fleetplanev1 "github.com/fleetplane/fleetplane/gen/fleetplane/v1"
+	"github.com/fleetplane/fleetplane/store"
+	"google.golang.org/protobuf/proto"
+)
+
+// GetRendered returns the device's rendered spec with its rendered_version set, or ErrNotFound.
+func (t *tx) GetRendered(ctx context.Context, device string) (*fleetplanev1.RenderedDeviceSpec, error) {
+	var version int64
+	var b []byte
+	err := t.sql.QueryRowContext(ctx,
+		`SELECT version, spec FROM rendered_devices WHERE name = ?`, device).Scan(&version, &b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("rendered spec of device %q: %w", device, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get rendered spec of device %q: %w", device, err)
+	}
+	spec := &fleetplanev1.RenderedDeviceSpec{}
+	if err := proto.Unmarshal(b, spec); err != nil {
+		return nil, fmt.Errorf("decode rendered spec of device %q: %w", device, err)
+	}
+	spec.RenderedVersion = strconv.FormatInt(version, 10)
+	return spec, nil
+}
+
+// PutRendered stores spec as the device's rendered spec when its content hash changed.
+func (t *tx) PutRendered(
+	ctx context.Context, device string, spec *fleetplanev1.RenderedDeviceSpec,
+) (int64, bool, error) {
+	if device == "" {
+		return 0, false, fmt.Errorf("put rendered spec: %w: device name is empty",
+			store.ErrInvalidArgument)
+	}
+	if spec.GetContentHash() == "" {
+		return 0, false, fmt.Errorf("put rendered spec of device %q: %w: content_hash is "+
+			"empty; hash the rendered content", device, store.ErrInvalidArgument)
+	}
+	var version int64
+	var hash string
+	err := t.sql.QueryRowContext(ctx,
+		`SELECT version, content_hash FROM rendered_devices WHERE name = ?`, device).
+		Scan(&version, &hash)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, false, fmt.Errorf("put rendered spec of device %q: %w", device, err)
+	}
+	if err == nil && hash == spec.ContentHash {
+		return version, false, nil
+	}
+
+	version++
+	stored := proto.Clone(spec).(*fleetplanev1.RenderedDeviceSpec)
+	stored.RenderedVersion = strconv.FormatInt(version, 10)
+	b, err := marshal.Marshal(stored)
+	if err != nil {
+		return 0, false, fmt.Errorf("encode rendered spec of device %q: %w", device, err)
+	}
+	_, err = t.sql.ExecContext(ctx, `INSERT INTO rendered_devices (name, version, content_hash, spec)
+		VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET version = excluded.version,
+		content_hash = excluded.content_hash, spec = excluded.spec`,
+		device, version, spec.ContentHash, b)
+	if err != nil {
+		return 0, false, fmt.Errorf("put rendered spec of device %q: %w", device, err)
+	}
+	return version, true, nil
+}
+
+// DeleteRendered removes a device's rendered spec. Deleting a missing one does nothing.
+func (t *tx) DeleteRendered(ctx context.Context, device string) error {
+	_, err := t.sql.ExecContext(ctx, `DELETE FROM rendered_devices WHERE name = ?`, device)
+	if err != nil {
+		return fmt.Errorf("delete rendered spec of device %q: %w", device, err)
+	}
+	return nil
+}

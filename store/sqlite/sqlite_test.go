@@ -1,0 +1,206 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	fleetplanev1 "github.com/fleetplane/fleetplane/gen/fleetplane/v1"
+	"github.com/fleetplane/fleetplane/store"
+	"github.com/fleetplane/fleetplane/store/storetest"
+)
+
+func openTemp(t testing.TB, opts Options) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "fleetplane.db")
+	s, err := Open(context.Background(), path, opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, hook store.ChangeHook) store.Store {
+		s, _ := openTemp(t, Options{ChangeHook: hook})
+		return s
+	})
+}
+
+func TestReopenKeepsData(t *testing.T) {
+	s, path := openTemp(t, Options{ShardCount: 16})
+	err := s.InTx(t.Context(), func(ctx context.Context, tx store.Tx) error {
+		_, err := tx.Create(ctx, &fleetplanev1.Device{Metadata: &fleetplanev1.ObjectMeta{Name: "d1"}})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	reopened, err := Open(t.Context(), path, Options{ShardCount: 32})
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer reopened.Close()
+	err = reopened.InTx(t.Context(), func(ctx context.Context, tx store.Tx) error {
+		if _, err := tx.Get(ctx, store.KindDevice, "d1"); err != nil {
+			return err
+		}
+		n, err := tx.ShardCount(ctx)
+		if n != 16 {
+			t.Errorf("ShardCount after reopen with 32 = %d; want the original 16", n)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("read after reopen: %v", err)
+	}
+}
+
+func TestMigrationsIdempotent(t *testing.T) {
+	s, path := openTemp(t, Options{})
+	var before int
+	q := `SELECT count(*) FROM schema_migrations`
+	if err := s.db.QueryRowContext(t.Context(), q).Scan(&before); err != nil {
+		t.Fatalf("count migrations: %v", err)
+	}
+	if err := s.migrate(t.Context()); err != nil {
+		t.Fatalf("second migrate: %v", err)
+	}
+	s.Close()
+	again, err := Open(t.Context(), path, Options{})
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer again.Close()
+	var after int
+	if err := again.db.QueryRowContext(t.Context(), q).Scan(&after); err != nil {
+		t.Fatalf("count migrations: %v", err)
+	}
+	if before == 0 || after != before {
+		t.Errorf("schema_migrations has %d rows after reopening, %d before; want equal and > 0",
+			after, before)
+	}
+}
+
+func TestOpenInvalidOptions(t *testing.T) {
+	dir := t.TempDir()
+	cases := map[string]struct {
+		path string
+		opts Options
+	}{
+		"empty path":     {"", Options{}},
+		"query in path":  {filepath.Join(dir, "a.db?mode=ro"), Options{}},
+		"negative count": {filepath.Join(dir, "b.db"), Options{ShardCount: -1}},
+	}
+	for name, c := range cases {
+		if _, err := Open(t.Context(), c.path, c.opts); err == nil {
+			t.Errorf("%s: Open succeeded; want an error", name)
+		}
+	}
+}
+
+func TestPruneChangesKeepsNewest(t *testing.T) {
+	s, _ := openTemp(t, Options{})
+	const total = MinChangesKept + 50
+	err := s.InTx(t.Context(), func(ctx context.Context, tx store.Tx) error {
+		for i := range total {
+			d := &fleetplanev1.Device{Metadata: &fleetplanev1.ObjectMeta{Name: fmt.Sprintf("d%05d", i)}}
+			if _, err := tx.Create(ctx, d); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("create devices: %v", err)
+	}
+	deleted, err := s.PruneChanges(t.Context(), 0)
+	if err != nil {
+		t.Fatalf("PruneChanges: %v", err)
+	}
+	if deleted != 50 {
+		t.Errorf("PruneChanges deleted %d; want 50", deleted)
+	}
+	err = s.InTx(t.Context(), func(ctx context.Context, tx store.Tx) error {
+		changes, err := tx.Changes(ctx, "", 0, 1)
+		if err == nil && (len(changes) != 1 || changes[0].Version != 51) {
+			t.Errorf("oldest change after pruning = %v; want version 51", changes)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Changes: %v", err)
+	}
+}
+
+func BenchmarkCreateDevice(b *testing.B) {
+	s, _ := openTemp(b, Options{})
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		err := s.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+			_, err := tx.Create(ctx, benchDevice(i))
+			return err
+		})
+		if err != nil {
+			b.Fatalf("Create: %v", err)
+		}
+	}
+}
+
+func BenchmarkListDevices(b *testing.B) {
+	s, _ := openTemp(b, Options{})
+	ctx := context.Background()
+	const devices = 10000
+	err := s.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		for i := range devices {
+			if _, err := tx.Create(ctx, benchDevice(i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatalf("create devices: %v", err)
+	}
+	for _, bc := range []struct {
+		name string
+		opts store.ListOptions
+	}{
+		{"Page1000", store.ListOptions{Limit: 1000}},
+		{"LabelSelector", store.ListOptions{Limit: 100, LabelSelector: "zone=z7"}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				err := s.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+					_, err := tx.List(ctx, store.KindDevice, bc.opts)
+					return err
+				})
+				if err != nil {
+					b.Fatalf("List: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func benchDevice(i int) *fleetplanev1.Device {
+	return &fleetplanev1.Device{
+		Metadata: &fleetplanev1.ObjectMeta{
+			Name:   fmt.Sprintf("device-%07d", i),
+			Labels: map[string]string{"env": "prod", "zone": fmt.Sprintf("z%d", i%10)},
+		},
+		Spec: &fleetplanev1.DeviceSpec{
+			Os: &fleetplanev1.DeviceOsSpec{Image: "quay.io/example/os:1.0"},
+			Applications: []*fleetplanev1.ApplicationProviderSpec{
+				{Name: "app", Image: "quay.io/example/app:1.0", AppType: "compose"},
+			},
+		},
+	}
+}
