@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/fleetplane/fleetplane/agent/apply"
+	"github.com/fleetplane/fleetplane/agent/internal/fakeserver"
 	fleetplanev1 "github.com/fleetplane/fleetplane/gen/fleetplane/v1"
 )
 
@@ -34,14 +35,14 @@ var fastTiming = Timing{
 	ReconnectMinDelay: 5 * time.Millisecond, ReconnectMaxDelay: 50 * time.Millisecond,
 }
 
-func newTestAgent(t *testing.T, f *fakeServer, data, root string, change func(*Config)) *testAgent {
+func newTestAgent(t *testing.T, f *fakeserver.Server, data, root string, change func(*Config)) *testAgent {
 	t.Helper()
 	m, err := apply.Open(data, root, testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := Config{
-		Server: f.url(), CACertPEM: f.caPEM, DataDir: data, Applier: m,
+		Server: f.URL(), CACertPEM: f.CAPEM, DataDir: data, Applier: m,
 		Labels: map[string]string{"site": "lab"}, Logger: testLogger(), Timing: fastTiming,
 	}
 	if change != nil {
@@ -73,13 +74,13 @@ func (ta *testAgent) stop(t *testing.T) error {
 	select {
 	case err := <-ta.done:
 		return err
-	case <-time.After(testTimeout):
+	case <-time.After(fakeserver.Timeout):
 		t.Fatal("Run did not return after cancel")
 		return nil
 	}
 }
 
-func startTestAgent(t *testing.T, f *fakeServer, change func(*Config)) *testAgent {
+func startTestAgent(t *testing.T, f *fakeserver.Server, change func(*Config)) *testAgent {
 	t.Helper()
 	ta := newTestAgent(t, f, t.TempDir(), t.TempDir(), change)
 	ta.start(t)
@@ -94,22 +95,20 @@ func specWithFile(version, path, content string) *fleetplanev1.RenderedDeviceSpe
 }
 
 func TestAgentEnrollsAndApplies(t *testing.T) {
-	f := newFakeServer(t)
+	f := fakeserver.New(t)
 	ta := startTestAgent(t, f, nil)
 
-	s := f.nextStream(t)
-	if s.device != ta.Name() {
-		t.Errorf("stream device = %q, want %q", s.device, ta.Name())
+	s := f.NextStream(t)
+	if s.Device != ta.Name() {
+		t.Errorf("stream device = %q, want %q", s.Device, ta.Name())
 	}
 	if !strings.HasPrefix(ta.Name(), "dev-") || len(ta.Name()) != 20 {
 		t.Errorf("derived name = %q, want dev- and 16 hex digits", ta.Name())
 	}
-	if s.hello.GetCapabilityVersion() != CapabilityVersion || s.hello.GetRenderedVersion() != "" {
-		t.Errorf("hello = %v, want capability 1 and no version", s.hello)
+	if s.Hello.GetCapabilityVersion() != CapabilityVersion || s.Hello.GetRenderedVersion() != "" {
+		t.Errorf("hello = %v, want capability 1 and no version", s.Hello)
 	}
-	f.mu.Lock()
-	req := f.enrolled[ta.Name()]
-	f.mu.Unlock()
+	req := f.EnrollRequest(ta.Name())
 	if req.GetLabels()["site"] != "lab" {
 		t.Errorf("enrollment labels = %v, want site=lab", req.GetLabels())
 	}
@@ -117,13 +116,13 @@ func TestAgentEnrollsAndApplies(t *testing.T) {
 		t.Error("enrollment request has no system info")
 	}
 
-	s.sendSpec(t, specWithFile("1", "/etc/motd", "hello\n"))
+	s.SendSpec(t, specWithFile("1", "/etc/motd", "hello\n"))
 
-	ack := s.next(t, isAnswer).GetAck()
+	ack := s.Next(t, fakeserver.IsAnswer).GetAck()
 	if ack.GetRenderedVersion() != "1" {
 		t.Fatalf("answer = %v, want ack of version 1", ack)
 	}
-	status := s.next(t, isStatus).GetStatus()
+	status := s.Next(t, fakeserver.IsStatus).GetStatus()
 	if got := status.GetConfig().GetRenderedVersion(); got != "1" {
 		t.Errorf("status rendered version = %q, want 1", got)
 	}
@@ -143,44 +142,41 @@ func TestAgentEnrollsAndApplies(t *testing.T) {
 }
 
 func TestAgentResumesEnrollment(t *testing.T) {
-	f := newFakeServer(t)
-	f.setApproval(statePending)
+	f := fakeserver.New(t)
+	f.SetApproval(fakeserver.Pending)
 	data, root := t.TempDir(), t.TempDir()
 	first := newTestAgent(t, f, data, root, nil)
 	first.start(t)
 	waitFor(t, "a certificate poll", func() bool {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.certCalls > 0
+		_, certCalls, _ := f.Counts()
+		return certCalls > 0
 	})
 	if err := first.stop(t); err != nil {
 		t.Fatalf("Run returned %v after cancel, want nil", err)
 	}
 
-	f.setApproval(stateApproved)
+	f.SetApproval(fakeserver.Approved)
 	second := newTestAgent(t, f, data, root, nil)
 	second.start(t)
 
-	s := f.nextStream(t)
+	s := f.NextStream(t)
 	if second.Name() != first.Name() {
 		t.Errorf("name after restart = %q, want %q", second.Name(), first.Name())
 	}
 	if second.id.keySHA256 != first.id.keySHA256 {
 		t.Error("key changed across the restart")
 	}
-	if s.device != first.Name() {
-		t.Errorf("stream device = %q, want %q", s.device, first.Name())
+	if s.Device != first.Name() {
+		t.Errorf("stream device = %q, want %q", s.Device, first.Name())
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.enrollCalls != 1 {
-		t.Errorf("Enroll calls = %d, want 1 (the restart resumes polling)", f.enrollCalls)
+	if enrollCalls, _, _ := f.Counts(); enrollCalls != 1 {
+		t.Errorf("Enroll calls = %d, want 1 (the restart resumes polling)", enrollCalls)
 	}
 }
 
 func TestAgentEnrollmentDenied(t *testing.T) {
-	f := newFakeServer(t)
-	f.setApproval(stateDenied)
+	f := fakeserver.New(t)
+	f.SetApproval(fakeserver.Denied)
 	ta := newTestAgent(t, f, t.TempDir(), t.TempDir(), nil)
 
 	err := ta.Run(context.Background())
@@ -191,12 +187,12 @@ func TestAgentEnrollmentDenied(t *testing.T) {
 }
 
 func TestAgentNameFlagConflict(t *testing.T) {
-	f := newFakeServer(t)
+	f := fakeserver.New(t)
 	data := t.TempDir()
 	newTestAgent(t, f, data, t.TempDir(), func(c *Config) { c.Name = "gw-1" })
 
 	_, err := New(Config{
-		Server: f.url(), CACertPEM: f.caPEM, DataDir: data, Name: "gw-2",
+		Server: f.URL(), CACertPEM: f.CAPEM, DataDir: data, Name: "gw-2",
 		Applier: &apply.Memory{}, Logger: testLogger(),
 	})
 
@@ -206,17 +202,17 @@ func TestAgentNameFlagConflict(t *testing.T) {
 }
 
 func TestAgentIgnoresOlderSpec(t *testing.T) {
-	f := newFakeServer(t)
+	f := fakeserver.New(t)
 	ta := startTestAgent(t, f, nil)
-	s := f.nextStream(t)
-	s.sendSpec(t, specWithFile("7", "/v", "seven"))
-	if got := s.next(t, isAnswer).GetAck().GetRenderedVersion(); got != "7" {
+	s := f.NextStream(t)
+	s.SendSpec(t, specWithFile("7", "/v", "seven"))
+	if got := s.Next(t, fakeserver.IsAnswer).GetAck().GetRenderedVersion(); got != "7" {
 		t.Fatalf("ack = %q, want 7", got)
 	}
 
-	s.sendSpec(t, specWithFile("6", "/v", "six"))
+	s.SendSpec(t, specWithFile("6", "/v", "six"))
 
-	if got := s.next(t, isAnswer).GetAck().GetRenderedVersion(); got != "7" {
+	if got := s.Next(t, fakeserver.IsAnswer).GetAck().GetRenderedVersion(); got != "7" {
 		t.Errorf("answer to version 6 acks %q, want 7", got)
 	}
 	if got, _ := os.ReadFile(filepath.Join(ta.root, "v")); string(got) != "seven" {
@@ -225,19 +221,19 @@ func TestAgentIgnoresOlderSpec(t *testing.T) {
 }
 
 func TestAgentRejectsBadSpec(t *testing.T) {
-	f := newFakeServer(t)
+	f := fakeserver.New(t)
 	ta := startTestAgent(t, f, nil)
-	s := f.nextStream(t)
-	s.sendSpec(t, specWithFile("1", "/ok", "ok"))
-	s.next(t, isAnswer)
+	s := f.NextStream(t)
+	s.SendSpec(t, specWithFile("1", "/ok", "ok"))
+	s.Next(t, fakeserver.IsAnswer)
 
-	s.sendSpec(t, specWithFile("2", "/../escape", "x"))
+	s.SendSpec(t, specWithFile("2", "/../escape", "x"))
 
-	reject := s.next(t, isAnswer).GetReject()
+	reject := s.Next(t, fakeserver.IsAnswer).GetReject()
 	if reject.GetRenderedVersion() != "2" || !strings.Contains(reject.GetError(), "escapes") {
 		t.Errorf("answer = %v, want a reject of version 2 naming the escape", reject)
 	}
-	status := s.next(t, isStatus).GetStatus()
+	status := s.Next(t, fakeserver.IsStatus).GetStatus()
 	if got := status.GetSummary().GetStatus(); got != summaryDegraded {
 		t.Errorf("summary = %q, want Degraded", got)
 	}
@@ -250,13 +246,13 @@ func TestAgentRejectsBadSpec(t *testing.T) {
 }
 
 func TestAgentRestartKeepsVersion(t *testing.T) {
-	f := newFakeServer(t)
+	f := fakeserver.New(t)
 	data, root := t.TempDir(), t.TempDir()
 	first := newTestAgent(t, f, data, root, nil)
 	first.start(t)
-	s := f.nextStream(t)
-	s.sendSpec(t, specWithFile("3", "/v", "three"))
-	s.next(t, isAnswer)
+	s := f.NextStream(t)
+	s.SendSpec(t, specWithFile("3", "/v", "three"))
+	s.Next(t, fakeserver.IsAnswer)
 	first.stop(t)
 	// A local edit shows whether the restarted agent writes the file again.
 	if err := os.WriteFile(filepath.Join(root, "v"), []byte("edited"), 0o644); err != nil {
@@ -265,13 +261,13 @@ func TestAgentRestartKeepsVersion(t *testing.T) {
 
 	second := newTestAgent(t, f, data, root, nil)
 	second.start(t)
-	s = f.nextStream(t)
-	s.sendSpec(t, specWithFile("3", "/v", "three"))
+	s = f.NextStream(t)
+	s.SendSpec(t, specWithFile("3", "/v", "three"))
 
-	if got := s.hello.GetRenderedVersion(); got != "3" {
+	if got := s.Hello.GetRenderedVersion(); got != "3" {
 		t.Errorf("hello version after restart = %q, want 3", got)
 	}
-	if got := s.next(t, isAnswer).GetAck().GetRenderedVersion(); got != "3" {
+	if got := s.Next(t, fakeserver.IsAnswer).GetAck().GetRenderedVersion(); got != "3" {
 		t.Errorf("answer = %q, want ack of 3", got)
 	}
 	if got, _ := os.ReadFile(filepath.Join(root, "v")); string(got) != "edited" {
@@ -304,22 +300,22 @@ func (r *delayRecorder) count() int {
 }
 
 func TestAgentReconnectsAfterRestart(t *testing.T) {
-	f := newFakeServer(t)
+	f := fakeserver.New(t)
 	ta := newTestAgent(t, f, t.TempDir(), t.TempDir(), nil)
 	rec := &delayRecorder{sleep: true}
 	ta.wait = rec.wait
 	ta.start(t)
-	s := f.nextStream(t)
-	s.sendSpec(t, specWithFile("2", "/v", "two"))
-	s.next(t, isAnswer)
+	s := f.NextStream(t)
+	s.SendSpec(t, specWithFile("2", "/v", "two"))
+	s.Next(t, fakeserver.IsAnswer)
 
-	addr := f.addr
-	f.stop()
+	addr := f.Addr
+	f.Stop()
 	waitFor(t, "a reconnect attempt", func() bool { return rec.count() >= 2 })
-	f.start(addr)
+	f.Start(addr)
 
-	s = f.nextStream(t)
-	if got := s.hello.GetRenderedVersion(); got != "2" {
+	s = f.NextStream(t)
+	if got := s.Hello.GetRenderedVersion(); got != "2" {
 		t.Errorf("hello version after reconnect = %q, want 2", got)
 	}
 	rec.mu.Lock()
@@ -336,8 +332,8 @@ func TestAgentReconnectsAfterRestart(t *testing.T) {
 }
 
 func TestAgentBacksOffWhenRefused(t *testing.T) {
-	f := newFakeServer(t)
-	f.setRefusal(connect.NewError(connect.CodeNotFound, errors.New("device not found")))
+	f := fakeserver.New(t)
+	f.SetRefusal(connect.NewError(connect.CodeNotFound, errors.New("device not found")))
 	ta := newTestAgent(t, f, t.TempDir(), t.TempDir(), func(c *Config) {
 		c.Timing.ReconnectMaxDelay = time.Minute
 	})
@@ -365,30 +361,30 @@ func TestAgentBacksOffWhenRefused(t *testing.T) {
 }
 
 func TestAgentDropsSilentStream(t *testing.T) {
-	f := newFakeServer(t)
+	f := fakeserver.New(t)
 	startTestAgent(t, f, func(c *Config) {
 		c.Timing.DeadAfter = 200 * time.Millisecond
 		c.Timing.Keepalive = 50 * time.Millisecond
 	})
 
-	first := f.nextStream(t)
-	second := f.nextStream(t)
+	first := f.NextStream(t)
+	second := f.NextStream(t)
 
-	if first.device != second.device {
-		t.Errorf("second stream from %q, want %q", second.device, first.device)
+	if first.Device != second.Device {
+		t.Errorf("second stream from %q, want %q", second.Device, first.Device)
 	}
-	if first.next(t, func(m *fleetplanev1.StreamRequest) bool { return m.GetKeepalive() != nil }) == nil {
+	if first.Next(t, fakeserver.IsKeepalive) == nil {
 		t.Error("no keepalive on the silent stream")
 	}
 }
 
 func TestAgentSendsPeriodicStatus(t *testing.T) {
-	f := newFakeServer(t)
+	f := fakeserver.New(t)
 	startTestAgent(t, f, func(c *Config) { c.StatusInterval = 20 * time.Millisecond })
-	s := f.nextStream(t)
+	s := f.NextStream(t)
 
 	for i := range 3 {
-		status := s.next(t, isStatus).GetStatus()
+		status := s.Next(t, fakeserver.IsStatus).GetStatus()
 		info := status.GetSystemInfo()
 		if info.GetOperatingSystem() == "" || info.GetHostname() == "" || info.GetAgentVersion() == "" {
 			t.Errorf("status %d system info = %v, want OS, hostname and agent version", i, info)
@@ -409,7 +405,7 @@ func TestAgentSendsPeriodicStatus(t *testing.T) {
 // waitFor polls cond until it holds or the test times out.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
+	deadline := time.Now().Add(fakeserver.Timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

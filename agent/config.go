@@ -52,8 +52,8 @@ type Config struct {
 	// EnrollHTTPClient makes the Enroll and GetEnrollmentCertificate calls, which carry no
 	// client certificate, so agents in one process may share it. Nil makes one from CACertPEM.
 	EnrollHTTPClient *http.Client
-	// OnEnrollPending, when set, is called once after the enrollment request was submitted and
-	// is pending, for example to approve it in a test or simulation.
+	// OnEnrollPending, when set, is called while the enrollment request is pending until it
+	// returns nil, for example to approve the request in a test or simulation.
 	OnEnrollPending func(ctx context.Context, name string, labels map[string]string) error
 	// Timing overrides protocol timings; zero fields take their defaults.
 	Timing Timing

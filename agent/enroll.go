@@ -27,7 +27,7 @@ func (a *Agent) enroll(ctx context.Context) error {
 	}
 	a.log.InfoContext(ctx, "enrolling device", "public_key_sha256", a.id.keySHA256)
 	b := newBackoff(a.timing.EnrollMinDelay, a.timing.EnrollMaxDelay)
-	hookCalled := false
+	hookDone := false
 	for {
 		state, err := a.enrollStep(ctx)
 		switch {
@@ -42,12 +42,14 @@ func (a *Agent) enroll(ctx context.Context) error {
 		case state == stateDenied:
 			return fmt.Errorf("device %s: %w: ask an operator to delete the request, "+
 				"then start the agent with a new data directory", a.id.name, ErrEnrollmentDenied)
-		case state == statePending && !hookCalled && a.cfg.OnEnrollPending != nil:
-			hookCalled = true
+		case state == statePending && !hookDone && a.cfg.OnEnrollPending != nil:
+			// Poll again at once after the hook succeeds, since it may have approved the request.
 			if err := a.cfg.OnEnrollPending(ctx, a.id.name, a.cfg.Labels); err != nil {
-				a.log.WarnContext(ctx, "enrollment pending hook failed", "err", err)
+				a.log.WarnContext(ctx, "enrollment pending hook failed; retrying", "err", err)
+			} else {
+				hookDone = true
+				continue
 			}
-			continue
 		}
 		if err := a.wait(ctx, b.next()); err != nil {
 			return err
