@@ -13,13 +13,18 @@ import (
 // that a watcher that falls briefly behind can still resume.
 const MinChangesKept = 10000
 
+var (
+	qAppendChange = prepared(`INSERT INTO changes (kind, name, type, object, created_at)
+		VALUES (?, ?, ?, x'', ?) RETURNING version`)
+	qSetChangeObject = prepared(`UPDATE changes SET object = ? WHERE version = ?`)
+	qLatestVersion   = prepared(`SELECT coalesce(max(version), 0) FROM changes`)
+)
+
 // appendChange inserts a change-log entry with an empty object and returns its new version.
 // finishChange fills in the object once the write knows it.
 func (t *tx) appendChange(ctx context.Context, kind, name string, typ store.ChangeType) (int64, error) {
 	var version int64
-	err := t.sql.QueryRowContext(ctx, `INSERT INTO changes (kind, name, type, object, created_at)
-		VALUES (?, ?, ?, x'', ?) RETURNING version`,
-		kind, name, int(typ), time.Now().UnixNano()).Scan(&version)
+	err := t.queryRow(ctx, qAppendChange, kind, name, int(typ), time.Now().UnixNano()).Scan(&version)
 	if err != nil {
 		return 0, fmt.Errorf("append change: %w", err)
 	}
@@ -34,7 +39,7 @@ func (t *tx) finishChange(ctx context.Context, c store.Change) error {
 	if err != nil {
 		return fmt.Errorf("encode change %d: %w", c.Version, err)
 	}
-	_, err = t.sql.ExecContext(ctx, `UPDATE changes SET object = ? WHERE version = ?`, b, c.Version)
+	_, err = t.exec(ctx, qSetChangeObject, b, c.Version)
 	if err != nil {
 		return fmt.Errorf("store change %d: %w", c.Version, err)
 	}
@@ -62,7 +67,7 @@ func (t *tx) Changes(ctx context.Context, kind string, after int64, limit int) (
 		return nil, fmt.Errorf("changes: %w: limit %d must be positive",
 			store.ErrInvalidArgument, limit)
 	}
-	rows, err := t.sql.QueryContext(ctx, `SELECT version, kind, name, type, object FROM changes
+	rows, err := t.query(ctx, `SELECT version, kind, name, type, object FROM changes
 		WHERE version > ? AND (? = '' OR kind = ?) ORDER BY version LIMIT ?`,
 		after, kind, kind, limit)
 	if err != nil {
@@ -95,7 +100,7 @@ func (t *tx) Changes(ctx context.Context, kind string, after int64, limit int) (
 // LatestVersion returns the highest version in the change log, or 0 when it is empty.
 func (t *tx) LatestVersion(ctx context.Context) (int64, error) {
 	var v int64
-	err := t.sql.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM changes`).Scan(&v)
+	err := t.queryRow(ctx, qLatestVersion).Scan(&v)
 	if err != nil {
 		return 0, fmt.Errorf("latest version: %w", err)
 	}
@@ -117,7 +122,7 @@ func (s *Store) PruneChanges(ctx context.Context, maxAge time.Duration) (int64, 
 		if err != nil {
 			return err
 		}
-		res, err := t.sql.ExecContext(ctx,
+		res, err := t.exec(ctx,
 			`DELETE FROM changes WHERE created_at < ? AND version <= ?`,
 			cutoff, latest-MinChangesKept)
 		if err != nil {

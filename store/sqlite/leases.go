@@ -18,7 +18,7 @@ func (t *tx) ShardCount(context.Context) (int, error) {
 // Leases returns the held shard leases ordered by shard. A released shard keeps a row with an
 // empty owner, to remember its epoch, and is left out.
 func (t *tx) Leases(ctx context.Context) ([]store.Lease, error) {
-	rows, err := t.sql.QueryContext(ctx, `SELECT shard, owner, epoch, expires_at FROM shard_leases
+	rows, err := t.query(ctx, `SELECT shard, owner, epoch, expires_at FROM shard_leases
 		WHERE owner != '' ORDER BY shard`)
 	if err != nil {
 		return nil, fmt.Errorf("leases: %w", err)
@@ -40,12 +40,13 @@ func (t *tx) Leases(ctx context.Context) ([]store.Lease, error) {
 	return out, nil
 }
 
+var qGetLease = prepared(`SELECT shard, owner, epoch, expires_at FROM shard_leases
+	WHERE shard = ?`)
+
 // getLease returns the lease row of shard; found is false when the shard never had one.
 func (t *tx) getLease(ctx context.Context, shard int) (l store.Lease, found bool, err error) {
 	var expires int64
-	err = t.sql.QueryRowContext(ctx,
-		`SELECT shard, owner, epoch, expires_at FROM shard_leases WHERE shard = ?`, shard).
-		Scan(&l.Shard, &l.Owner, &l.Epoch, &expires)
+	err = t.queryRow(ctx, qGetLease, shard).Scan(&l.Shard, &l.Owner, &l.Epoch, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Lease{Shard: shard}, false, nil
 	}
@@ -84,10 +85,10 @@ func (t *tx) AcquireLease(
 		next.Epoch++
 	}
 	if found {
-		_, err = t.sql.ExecContext(ctx, `UPDATE shard_leases SET owner = ?, epoch = ?,
+		_, err = t.exec(ctx, `UPDATE shard_leases SET owner = ?, epoch = ?,
 			expires_at = ? WHERE shard = ?`, owner, next.Epoch, expires.UnixNano(), shard)
 	} else {
-		_, err = t.sql.ExecContext(ctx, `INSERT INTO shard_leases (shard, owner, epoch, expires_at)
+		_, err = t.exec(ctx, `INSERT INTO shard_leases (shard, owner, epoch, expires_at)
 			VALUES (?, ?, ?, ?)`, shard, owner, next.Epoch, expires.UnixNano())
 	}
 	if err != nil {
@@ -99,7 +100,7 @@ func (t *tx) AcquireLease(
 // ReleaseLease frees shard if owner still holds it at epoch, and otherwise does nothing. The
 // row stays, with its epoch, so that the next owner gets a higher epoch.
 func (t *tx) ReleaseLease(ctx context.Context, shard int, owner string, epoch int64) error {
-	_, err := t.sql.ExecContext(ctx, `UPDATE shard_leases SET owner = '', expires_at = 0
+	_, err := t.exec(ctx, `UPDATE shard_leases SET owner = '', expires_at = 0
 		WHERE shard = ? AND owner = ? AND epoch = ?`, shard, owner, epoch)
 	if err != nil {
 		return fmt.Errorf("release lease shard %d: %w", shard, err)
@@ -127,7 +128,7 @@ func (t *tx) Heartbeat(ctx context.Context, r store.Replica) error {
 	if r.ID == "" {
 		return fmt.Errorf("heartbeat: %w: replica id is empty", store.ErrInvalidArgument)
 	}
-	_, err := t.sql.ExecContext(ctx, `INSERT INTO replicas (id, address, started_at,
+	_, err := t.exec(ctx, `INSERT INTO replicas (id, address, started_at,
 			heartbeat_at, connected_agents) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET address = excluded.address,
 			started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,
@@ -141,7 +142,7 @@ func (t *tx) Heartbeat(ctx context.Context, r store.Replica) error {
 
 // Replicas returns every registered replica ordered by id.
 func (t *tx) Replicas(ctx context.Context) ([]store.Replica, error) {
-	rows, err := t.sql.QueryContext(ctx, `SELECT id, address, started_at, heartbeat_at,
+	rows, err := t.query(ctx, `SELECT id, address, started_at, heartbeat_at,
 		connected_agents FROM replicas ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("replicas: %w", err)
@@ -166,7 +167,7 @@ func (t *tx) Replicas(ctx context.Context) ([]store.Replica, error) {
 
 // RemoveReplica deletes a replica's membership row. Removing an unknown replica does nothing.
 func (t *tx) RemoveReplica(ctx context.Context, id string) error {
-	if _, err := t.sql.ExecContext(ctx, `DELETE FROM replicas WHERE id = ?`, id); err != nil {
+	if _, err := t.exec(ctx, `DELETE FROM replicas WHERE id = ?`, id); err != nil {
 		return fmt.Errorf("remove replica %s: %w", id, err)
 	}
 	return nil

@@ -12,6 +12,9 @@ import (
 // filterBatch is how many rows List reads at a time when a selector may skip rows.
 const filterBatch = 500
 
+var qResourcesAfter = prepared(`SELECT ` + resourceColumns + ` ` + resourceFrom +
+	` WHERE r.kind = ? AND r.name > ? ORDER BY r.name LIMIT ?`)
+
 // List returns one page of objects of kind ordered by name. Selectors are evaluated in Go on
 // rows read in name order after the page token, until the page is full.
 func (t *tx) List(ctx context.Context, kind string, opts store.ListOptions) (*store.ListResult, error) {
@@ -105,9 +108,7 @@ func match(row *resourceRow, labels selector.Labels, fields selector.Fields) (st
 }
 
 func (t *tx) rowsAfter(ctx context.Context, kind, after string, limit int) ([]*resourceRow, error) {
-	q := `SELECT ` + resourceColumns + ` ` + resourceFrom +
-		` WHERE r.kind = ? AND r.name > ? ORDER BY r.name LIMIT ?`
-	rows, err := t.sql.QueryContext(ctx, q, kind, after, limit)
+	rows, err := t.query(ctx, qResourcesAfter, kind, after, limit)
 	if err != nil {
 		return nil, err
 	}

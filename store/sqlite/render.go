@@ -16,7 +16,7 @@ import (
 func (t *tx) GetRendered(ctx context.Context, device string) (*fleetplanev1.RenderedDeviceSpec, error) {
 	var version int64
 	var b []byte
-	err := t.sql.QueryRowContext(ctx,
+	err := t.queryRow(ctx,
 		`SELECT version, spec FROM rendered_devices WHERE name = ?`, device).Scan(&version, &b)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("rendered spec of device %q: %w", device, store.ErrNotFound)
@@ -46,7 +46,7 @@ func (t *tx) PutRendered(
 	}
 	var version int64
 	var hash string
-	err := t.sql.QueryRowContext(ctx,
+	err := t.queryRow(ctx,
 		`SELECT version, content_hash FROM rendered_devices WHERE name = ?`, device).
 		Scan(&version, &hash)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
@@ -63,7 +63,7 @@ func (t *tx) PutRendered(
 	if err != nil {
 		return 0, false, fmt.Errorf("encode rendered spec of device %q: %w", device, err)
 	}
-	_, err = t.sql.ExecContext(ctx, `INSERT INTO rendered_devices (name, version, content_hash, spec)
+	_, err = t.exec(ctx, `INSERT INTO rendered_devices (name, version, content_hash, spec)
 		VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET version = excluded.version,
 		content_hash = excluded.content_hash, spec = excluded.spec`,
 		device, version, spec.ContentHash, b)
@@ -75,7 +75,7 @@ func (t *tx) PutRendered(
 
 // DeleteRendered removes a device's rendered spec. Deleting a missing one does nothing.
 func (t *tx) DeleteRendered(ctx context.Context, device string) error {
-	_, err := t.sql.ExecContext(ctx, `DELETE FROM rendered_devices WHERE name = ?`, device)
+	_, err := t.exec(ctx, `DELETE FROM rendered_devices WHERE name = ?`, device)
 	if err != nil {
 		return fmt.Errorf("delete rendered spec of device %q: %w", device, err)
 	}

@@ -14,6 +14,19 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
+var (
+	qGetResource = prepared(`SELECT ` + resourceColumns + ` ` + resourceFrom +
+		` WHERE r.kind = ? AND r.name = ?`)
+	qCountResource  = prepared(`SELECT count(*) FROM resources WHERE kind = ? AND name = ?`)
+	qUpsertResource = prepared(`INSERT INTO resources (kind, name, labels, annotations,
+			owner, generation, resource_version, created_at, deleted_at, spec, status)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (kind, name) DO UPDATE SET labels = excluded.labels,
+			annotations = excluded.annotations, owner = excluded.owner,
+			generation = excluded.generation, resource_version = excluded.resource_version,
+			deleted_at = excluded.deleted_at, spec = excluded.spec, status = excluded.status`)
+)
+
 // Get returns the named object, or ErrNotFound.
 func (t *tx) Get(ctx context.Context, kind, name string) (store.Object, error) {
 	if _, err := store.New(kind); err != nil {
@@ -27,8 +40,7 @@ func (t *tx) Get(ctx context.Context, kind, name string) (store.Object, error) {
 }
 
 func (t *tx) getRow(ctx context.Context, kind, name string) (*resourceRow, error) {
-	q := `SELECT ` + resourceColumns + ` ` + resourceFrom + ` WHERE r.kind = ? AND r.name = ?`
-	row, err := scanResource(t.sql.QueryRowContext(ctx, q, kind, name))
+	row, err := scanResource(t.queryRow(ctx, qGetResource, kind, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%s %q: %w", lower(kind), name, store.ErrNotFound)
 	}
@@ -45,8 +57,7 @@ func (t *tx) Create(ctx context.Context, obj store.Object) (store.Object, error)
 		return nil, fmt.Errorf("create: %w", err)
 	}
 	var exists int
-	err = t.sql.QueryRowContext(ctx,
-		`SELECT count(*) FROM resources WHERE kind = ? AND name = ?`, kind, name).Scan(&exists)
+	err = t.queryRow(ctx, qCountResource, kind, name).Scan(&exists)
 	if err != nil {
 		return nil, fmt.Errorf("create %s %q: %w", lower(kind), name, err)
 	}
@@ -149,23 +160,14 @@ func (t *tx) write(
 		return nil, fmt.Errorf("%s %s %q: %w", op, lower(row.kind), row.name, err)
 	}
 	row.version = version
-	_, err = t.sql.ExecContext(ctx, `INSERT INTO resources (kind, name, labels, annotations,
-			owner, generation, resource_version, created_at, deleted_at, spec, status)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (kind, name) DO UPDATE SET labels = excluded.labels,
-			annotations = excluded.annotations, owner = excluded.owner,
-			generation = excluded.generation, resource_version = excluded.resource_version,
-			deleted_at = excluded.deleted_at, spec = excluded.spec, status = excluded.status`,
-		row.kind, row.name, row.labels, row.annotations, row.owner, row.generation, row.version,
+	_, err = t.exec(ctx, qUpsertResource, row.kind, row.name, row.labels, row.annotations, row.owner, row.generation, row.version,
 		row.createdAt, row.deletedAt, row.spec, row.status)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s %q: %w", op, lower(row.kind), row.name, err)
 	}
-	stored, err := t.getRow(ctx, row.kind, row.name)
-	if err != nil {
-		return nil, fmt.Errorf("%s: read back: %w", op, err)
-	}
-	obj, err := stored.object()
+	// row holds everything the stored object has, including the device's last-seen time that
+	// Update and UpdateStatus copied from the stored row, so there is no need to read it back.
+	obj, err := row.object()
 	if err != nil {
 		return nil, err
 	}
@@ -195,12 +197,12 @@ func (t *tx) Delete(ctx context.Context, kind, name string) (store.Object, error
 	if err != nil {
 		return nil, fmt.Errorf("delete %s %q: %w", lower(kind), name, err)
 	}
-	_, err = t.sql.ExecContext(ctx, `DELETE FROM resources WHERE kind = ? AND name = ?`, kind, name)
+	_, err = t.exec(ctx, `DELETE FROM resources WHERE kind = ? AND name = ?`, kind, name)
 	if err != nil {
 		return nil, fmt.Errorf("delete %s %q: %w", lower(kind), name, err)
 	}
 	if kind == store.KindDevice {
-		_, err = t.sql.ExecContext(ctx, `DELETE FROM device_last_seen WHERE name = ?`, name)
+		_, err = t.exec(ctx, `DELETE FROM device_last_seen WHERE name = ?`, name)
 		if err != nil {
 			return nil, fmt.Errorf("delete %s %q: last seen: %w", lower(kind), name, err)
 		}
@@ -243,7 +245,7 @@ func (t *tx) DeleteAll(ctx context.Context, kind string) (int64, error) {
 }
 
 func (t *tx) names(ctx context.Context, kind string, limit int) ([]string, error) {
-	rows, err := t.sql.QueryContext(ctx,
+	rows, err := t.query(ctx,
 		`SELECT name FROM resources WHERE kind = ? ORDER BY name LIMIT ?`, kind, limit)
 	if err != nil {
 		return nil, err
@@ -264,7 +266,7 @@ func (t *tx) names(ctx context.Context, kind string, limit int) ([]string, error
 // stored one and a device that does not exist are ignored.
 func (t *tx) SetLastSeen(ctx context.Context, seen map[string]time.Time) error {
 	for name, at := range seen {
-		_, err := t.sql.ExecContext(ctx, `INSERT INTO device_last_seen (name, seen_at)
+		_, err := t.exec(ctx, `INSERT INTO device_last_seen (name, seen_at)
 			SELECT ?, ? WHERE EXISTS (SELECT 1 FROM resources WHERE kind = 'Device' AND name = ?)
 			ON CONFLICT (name) DO UPDATE
 			SET seen_at = max(device_last_seen.seen_at, excluded.seen_at)`,

@@ -43,6 +43,7 @@ type Store struct {
 	hook       store.ChangeHook
 	log        *slog.Logger
 	shardCount int
+	stmts      map[string]*sql.Stmt // prepared at Open; see preparedQueries
 
 	mu     sync.Mutex
 	subs   map[int]chan struct{} // guarded by mu
@@ -85,6 +86,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open sqlite store %q: %w", path, err)
 	}
 	if err := s.initShardCount(ctx, opts.ShardCount); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open sqlite store %q: %w", path, err)
+	}
+	if err := s.prepareAll(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite store %q: %w", path, err)
 	}

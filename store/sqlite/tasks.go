@@ -17,6 +17,12 @@ const maxErrorLength = 4096
 
 const taskColumns = `kind, key, shard, state, attempts, rerun, last_error, run_at, created_at`
 
+var (
+	qGetTask    = prepared(`SELECT ` + taskColumns + ` FROM tasks WHERE kind = ? AND key = ?`)
+	qInsertTask = prepared(`INSERT INTO tasks (` + taskColumns + `)
+		VALUES (?, ?, ?, ?, 0, 0, '', ?, ?)`)
+)
+
 func scanTask(sc scanner) (store.Task, error) {
 	var task store.Task
 	var state string
@@ -32,8 +38,7 @@ func scanTask(sc scanner) (store.Task, error) {
 }
 
 func (t *tx) getTask(ctx context.Context, kind, key string) (store.Task, error) {
-	row := t.sql.QueryRowContext(ctx,
-		`SELECT `+taskColumns+` FROM tasks WHERE kind = ? AND key = ?`, kind, key)
+	row := t.queryRow(ctx, qGetTask, kind, key)
 	task, err := scanTask(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return task, fmt.Errorf("task %s %q: %w", kind, key, store.ErrNotFound)
@@ -54,8 +59,7 @@ func (t *tx) EnqueueTask(ctx context.Context, kind, key string, runAt time.Time)
 	task, err := t.getTask(ctx, kind, key)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		_, err = t.sql.ExecContext(ctx, `INSERT INTO tasks (`+taskColumns+`)
-			VALUES (?, ?, ?, ?, 0, 0, '', ?, ?)`, kind, key, store.ShardOf(key, t.s.shardCount),
+		_, err = t.exec(ctx, qInsertTask, kind, key, store.ShardOf(key, t.s.shardCount),
 			string(store.TaskPending), runAt.UnixNano(), time.Now().UnixNano())
 		if err != nil {
 			return false, fmt.Errorf("enqueue task %s %q: %w", kind, key, err)
@@ -73,19 +77,19 @@ func (t *tx) EnqueueTask(ctx context.Context, kind, key string, runAt time.Time)
 		if task.Rerun && task.RunAt.Before(at) {
 			at = task.RunAt
 		}
-		_, err = t.sql.ExecContext(ctx, `UPDATE tasks SET rerun = 1, run_at = ?
+		_, err = t.exec(ctx, `UPDATE tasks SET rerun = 1, run_at = ?
 			WHERE kind = ? AND key = ?`, at.UnixNano(), kind, key)
 	case store.TaskPending:
 		if task.RunAt.Before(at) {
 			at = task.RunAt
 		}
-		_, err = t.sql.ExecContext(ctx, `UPDATE tasks SET run_at = ? WHERE kind = ? AND key = ?`,
+		_, err = t.exec(ctx, `UPDATE tasks SET run_at = ? WHERE kind = ? AND key = ?`,
 			at.UnixNano(), kind, key)
 	default:
 		if task.RunAt.Before(at) {
 			at = task.RunAt
 		}
-		_, err = t.sql.ExecContext(ctx, `UPDATE tasks SET state = ?, attempts = 0, run_at = ?
+		_, err = t.exec(ctx, `UPDATE tasks SET state = ?, attempts = 0, run_at = ?
 			WHERE kind = ? AND key = ?`, string(store.TaskPending), at.UnixNano(), kind, key)
 	}
 	if err != nil {
@@ -108,7 +112,7 @@ func (t *tx) ClaimTasks(ctx context.Context, shards []int, now time.Time, limit 
 	q := `SELECT ` + taskColumns + ` FROM tasks WHERE state = ? AND run_at <= ?
 		AND shard IN (?` + strings.Repeat(", ?", len(shards)-1) + `)
 		ORDER BY run_at, kind, key LIMIT ?`
-	rows, err := t.sql.QueryContext(ctx, q, args...)
+	rows, err := t.query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("claim tasks: %w", err)
 	}
@@ -127,7 +131,7 @@ func (t *tx) ClaimTasks(ctx context.Context, shards []int, now time.Time, limit 
 		return nil, fmt.Errorf("claim tasks: %w", err)
 	}
 	for _, task := range tasks {
-		_, err := t.sql.ExecContext(ctx, `UPDATE tasks SET state = ? WHERE kind = ? AND key = ?`,
+		_, err := t.exec(ctx, `UPDATE tasks SET state = ? WHERE kind = ? AND key = ?`,
 			string(store.TaskRunning), task.Kind, task.Key)
 		if err != nil {
 			return nil, fmt.Errorf("claim task %s %q: %w", task.Kind, task.Key, err)
@@ -157,11 +161,11 @@ func (t *tx) FinishTask(ctx context.Context, kind, key string) error {
 		return fmt.Errorf("finish: %w", err)
 	}
 	if task.Rerun {
-		_, err = t.sql.ExecContext(ctx, `UPDATE tasks SET state = ?, rerun = 0, attempts = 0,
+		_, err = t.exec(ctx, `UPDATE tasks SET state = ?, rerun = 0, attempts = 0,
 			last_error = '' WHERE kind = ? AND key = ?`, string(store.TaskPending), kind, key)
 		t.notify = true
 	} else {
-		_, err = t.sql.ExecContext(ctx, `DELETE FROM tasks WHERE kind = ? AND key = ?`, kind, key)
+		_, err = t.exec(ctx, `DELETE FROM tasks WHERE kind = ? AND key = ?`, kind, key)
 	}
 	if err != nil {
 		return fmt.Errorf("finish task %s %q: %w", kind, key, err)
@@ -189,7 +193,7 @@ func (t *tx) RetryTask(
 	case failed:
 		state = store.TaskFailed
 	}
-	_, err = t.sql.ExecContext(ctx, `UPDATE tasks SET state = ?, attempts = ?, rerun = 0,
+	_, err = t.exec(ctx, `UPDATE tasks SET state = ?, attempts = ?, rerun = 0,
 		last_error = ?, run_at = ? WHERE kind = ? AND key = ?`,
 		string(state), attempts, lastError, runAt.UnixNano(), kind, key)
 	if err != nil {
@@ -201,7 +205,7 @@ func (t *tx) RetryTask(
 
 // ResetRunning makes the running tasks of shard pending again and returns how many there were.
 func (t *tx) ResetRunning(ctx context.Context, shard int) (int64, error) {
-	res, err := t.sql.ExecContext(ctx, `UPDATE tasks SET state = ?, rerun = 0
+	res, err := t.exec(ctx, `UPDATE tasks SET state = ?, rerun = 0
 		WHERE shard = ? AND state = ?`, string(store.TaskPending), shard, string(store.TaskRunning))
 	if err != nil {
 		return 0, fmt.Errorf("reset running tasks of shard %d: %w", shard, err)
@@ -229,7 +233,7 @@ func (t *tx) ListTasks(ctx context.Context, filter store.TaskFilter) ([]store.Ta
 		after = []string{"", ""}
 	}
 	limit := pageSize(filter.Limit)
-	rows, err := t.sql.QueryContext(ctx, `SELECT `+taskColumns+` FROM tasks
+	rows, err := t.query(ctx, `SELECT `+taskColumns+` FROM tasks
 		WHERE (kind > ? OR (kind = ? AND key > ?))
 			AND (? = '' OR kind = ?) AND (? = '' OR state = ?)
 		ORDER BY kind, key LIMIT ?`,
@@ -260,7 +264,7 @@ func (t *tx) ListTasks(ctx context.Context, filter store.TaskFilter) ([]store.Ta
 
 // CountTasks returns the number of tasks by kind and state.
 func (t *tx) CountTasks(ctx context.Context) (map[string]map[store.TaskState]int64, error) {
-	rows, err := t.sql.QueryContext(ctx,
+	rows, err := t.query(ctx,
 		`SELECT kind, state, count(*) FROM tasks GROUP BY kind, state`)
 	if err != nil {
 		return nil, fmt.Errorf("count tasks: %w", err)
