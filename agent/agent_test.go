@@ -14,8 +14,8 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/fleetplane/fleetplane/agent/agenttest"
 	"github.com/fleetplane/fleetplane/agent/apply"
-	"github.com/fleetplane/fleetplane/agent/internal/fakeserver"
 	fleetplanev1 "github.com/fleetplane/fleetplane/gen/fleetplane/v1"
 )
 
@@ -35,7 +35,7 @@ var fastTiming = Timing{
 	ReconnectMinDelay: 5 * time.Millisecond, ReconnectMaxDelay: 50 * time.Millisecond,
 }
 
-func newTestAgent(t *testing.T, f *fakeserver.Server, data, root string, change func(*Config)) *testAgent {
+func newTestAgent(t *testing.T, f *agenttest.Server, data, root string, change func(*Config)) *testAgent {
 	t.Helper()
 	m, err := apply.Open(data, root, testLogger())
 	if err != nil {
@@ -74,13 +74,13 @@ func (ta *testAgent) stop(t *testing.T) error {
 	select {
 	case err := <-ta.done:
 		return err
-	case <-time.After(fakeserver.Timeout):
+	case <-time.After(agenttest.Timeout):
 		t.Fatal("Run did not return after cancel")
 		return nil
 	}
 }
 
-func startTestAgent(t *testing.T, f *fakeserver.Server, change func(*Config)) *testAgent {
+func startTestAgent(t *testing.T, f *agenttest.Server, change func(*Config)) *testAgent {
 	t.Helper()
 	ta := newTestAgent(t, f, t.TempDir(), t.TempDir(), change)
 	ta.start(t)
@@ -95,7 +95,7 @@ func specWithFile(version, path, content string) *fleetplanev1.RenderedDeviceSpe
 }
 
 func TestAgentEnrollsAndApplies(t *testing.T) {
-	f := fakeserver.New(t)
+	f := agenttest.New(t)
 	ta := startTestAgent(t, f, nil)
 
 	s := f.NextStream(t)
@@ -118,11 +118,11 @@ func TestAgentEnrollsAndApplies(t *testing.T) {
 
 	s.SendSpec(t, specWithFile("1", "/etc/motd", "hello\n"))
 
-	ack := s.Next(t, fakeserver.IsAnswer).GetAck()
+	ack := s.Next(t, agenttest.IsAnswer).GetAck()
 	if ack.GetRenderedVersion() != "1" {
 		t.Fatalf("answer = %v, want ack of version 1", ack)
 	}
-	status := s.Next(t, fakeserver.IsStatus).GetStatus()
+	status := s.Next(t, agenttest.IsStatus).GetStatus()
 	if got := status.GetConfig().GetRenderedVersion(); got != "1" {
 		t.Errorf("status rendered version = %q, want 1", got)
 	}
@@ -142,8 +142,8 @@ func TestAgentEnrollsAndApplies(t *testing.T) {
 }
 
 func TestAgentResumesEnrollment(t *testing.T) {
-	f := fakeserver.New(t)
-	f.SetApproval(fakeserver.Pending)
+	f := agenttest.New(t)
+	f.SetApproval(agenttest.Pending)
 	data, root := t.TempDir(), t.TempDir()
 	first := newTestAgent(t, f, data, root, nil)
 	first.start(t)
@@ -155,7 +155,7 @@ func TestAgentResumesEnrollment(t *testing.T) {
 		t.Fatalf("Run returned %v after cancel, want nil", err)
 	}
 
-	f.SetApproval(fakeserver.Approved)
+	f.SetApproval(agenttest.Approved)
 	second := newTestAgent(t, f, data, root, nil)
 	second.start(t)
 
@@ -175,8 +175,8 @@ func TestAgentResumesEnrollment(t *testing.T) {
 }
 
 func TestAgentEnrollmentDenied(t *testing.T) {
-	f := fakeserver.New(t)
-	f.SetApproval(fakeserver.Denied)
+	f := agenttest.New(t)
+	f.SetApproval(agenttest.Denied)
 	ta := newTestAgent(t, f, t.TempDir(), t.TempDir(), nil)
 
 	err := ta.Run(context.Background())
@@ -187,7 +187,7 @@ func TestAgentEnrollmentDenied(t *testing.T) {
 }
 
 func TestAgentNameFlagConflict(t *testing.T) {
-	f := fakeserver.New(t)
+	f := agenttest.New(t)
 	data := t.TempDir()
 	newTestAgent(t, f, data, t.TempDir(), func(c *Config) { c.Name = "gw-1" })
 
@@ -202,17 +202,17 @@ func TestAgentNameFlagConflict(t *testing.T) {
 }
 
 func TestAgentIgnoresOlderSpec(t *testing.T) {
-	f := fakeserver.New(t)
+	f := agenttest.New(t)
 	ta := startTestAgent(t, f, nil)
 	s := f.NextStream(t)
 	s.SendSpec(t, specWithFile("7", "/v", "seven"))
-	if got := s.Next(t, fakeserver.IsAnswer).GetAck().GetRenderedVersion(); got != "7" {
+	if got := s.Next(t, agenttest.IsAnswer).GetAck().GetRenderedVersion(); got != "7" {
 		t.Fatalf("ack = %q, want 7", got)
 	}
 
 	s.SendSpec(t, specWithFile("6", "/v", "six"))
 
-	if got := s.Next(t, fakeserver.IsAnswer).GetAck().GetRenderedVersion(); got != "7" {
+	if got := s.Next(t, agenttest.IsAnswer).GetAck().GetRenderedVersion(); got != "7" {
 		t.Errorf("answer to version 6 acks %q, want 7", got)
 	}
 	if got, _ := os.ReadFile(filepath.Join(ta.root, "v")); string(got) != "seven" {
@@ -221,19 +221,19 @@ func TestAgentIgnoresOlderSpec(t *testing.T) {
 }
 
 func TestAgentRejectsBadSpec(t *testing.T) {
-	f := fakeserver.New(t)
+	f := agenttest.New(t)
 	ta := startTestAgent(t, f, nil)
 	s := f.NextStream(t)
 	s.SendSpec(t, specWithFile("1", "/ok", "ok"))
-	s.Next(t, fakeserver.IsAnswer)
+	s.Next(t, agenttest.IsAnswer)
 
 	s.SendSpec(t, specWithFile("2", "/../escape", "x"))
 
-	reject := s.Next(t, fakeserver.IsAnswer).GetReject()
+	reject := s.Next(t, agenttest.IsAnswer).GetReject()
 	if reject.GetRenderedVersion() != "2" || !strings.Contains(reject.GetError(), "escapes") {
 		t.Errorf("answer = %v, want a reject of version 2 naming the escape", reject)
 	}
-	status := s.Next(t, fakeserver.IsStatus).GetStatus()
+	status := s.Next(t, agenttest.IsStatus).GetStatus()
 	if got := status.GetSummary().GetStatus(); got != summaryDegraded {
 		t.Errorf("summary = %q, want Degraded", got)
 	}
@@ -246,13 +246,13 @@ func TestAgentRejectsBadSpec(t *testing.T) {
 }
 
 func TestAgentRestartKeepsVersion(t *testing.T) {
-	f := fakeserver.New(t)
+	f := agenttest.New(t)
 	data, root := t.TempDir(), t.TempDir()
 	first := newTestAgent(t, f, data, root, nil)
 	first.start(t)
 	s := f.NextStream(t)
 	s.SendSpec(t, specWithFile("3", "/v", "three"))
-	s.Next(t, fakeserver.IsAnswer)
+	s.Next(t, agenttest.IsAnswer)
 	first.stop(t)
 	// A local edit shows whether the restarted agent writes the file again.
 	if err := os.WriteFile(filepath.Join(root, "v"), []byte("edited"), 0o644); err != nil {
@@ -267,7 +267,7 @@ func TestAgentRestartKeepsVersion(t *testing.T) {
 	if got := s.Hello.GetRenderedVersion(); got != "3" {
 		t.Errorf("hello version after restart = %q, want 3", got)
 	}
-	if got := s.Next(t, fakeserver.IsAnswer).GetAck().GetRenderedVersion(); got != "3" {
+	if got := s.Next(t, agenttest.IsAnswer).GetAck().GetRenderedVersion(); got != "3" {
 		t.Errorf("answer = %q, want ack of 3", got)
 	}
 	if got, _ := os.ReadFile(filepath.Join(root, "v")); string(got) != "edited" {
@@ -300,14 +300,14 @@ func (r *delayRecorder) count() int {
 }
 
 func TestAgentReconnectsAfterRestart(t *testing.T) {
-	f := fakeserver.New(t)
+	f := agenttest.New(t)
 	ta := newTestAgent(t, f, t.TempDir(), t.TempDir(), nil)
 	rec := &delayRecorder{sleep: true}
 	ta.wait = rec.wait
 	ta.start(t)
 	s := f.NextStream(t)
 	s.SendSpec(t, specWithFile("2", "/v", "two"))
-	s.Next(t, fakeserver.IsAnswer)
+	s.Next(t, agenttest.IsAnswer)
 
 	addr := f.Addr
 	f.Stop()
@@ -332,7 +332,7 @@ func TestAgentReconnectsAfterRestart(t *testing.T) {
 }
 
 func TestAgentBacksOffWhenRefused(t *testing.T) {
-	f := fakeserver.New(t)
+	f := agenttest.New(t)
 	f.SetRefusal(connect.NewError(connect.CodeNotFound, errors.New("device not found")))
 	ta := newTestAgent(t, f, t.TempDir(), t.TempDir(), func(c *Config) {
 		c.Timing.ReconnectMaxDelay = time.Minute
@@ -361,7 +361,7 @@ func TestAgentBacksOffWhenRefused(t *testing.T) {
 }
 
 func TestAgentDropsSilentStream(t *testing.T) {
-	f := fakeserver.New(t)
+	f := agenttest.New(t)
 	startTestAgent(t, f, func(c *Config) {
 		c.Timing.DeadAfter = 200 * time.Millisecond
 		c.Timing.Keepalive = 50 * time.Millisecond
@@ -373,18 +373,18 @@ func TestAgentDropsSilentStream(t *testing.T) {
 	if first.Device != second.Device {
 		t.Errorf("second stream from %q, want %q", second.Device, first.Device)
 	}
-	if first.Next(t, fakeserver.IsKeepalive) == nil {
+	if first.Next(t, agenttest.IsKeepalive) == nil {
 		t.Error("no keepalive on the silent stream")
 	}
 }
 
 func TestAgentSendsPeriodicStatus(t *testing.T) {
-	f := fakeserver.New(t)
+	f := agenttest.New(t)
 	startTestAgent(t, f, func(c *Config) { c.StatusInterval = 20 * time.Millisecond })
 	s := f.NextStream(t)
 
 	for i := range 3 {
-		status := s.Next(t, fakeserver.IsStatus).GetStatus()
+		status := s.Next(t, agenttest.IsStatus).GetStatus()
 		info := status.GetSystemInfo()
 		if info.GetOperatingSystem() == "" || info.GetHostname() == "" || info.GetAgentVersion() == "" {
 			t.Errorf("status %d system info = %v, want OS, hostname and agent version", i, info)
@@ -405,7 +405,7 @@ func TestAgentSendsPeriodicStatus(t *testing.T) {
 // waitFor polls cond until it holds or the test times out.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(fakeserver.Timeout)
+	deadline := time.Now().Add(agenttest.Timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

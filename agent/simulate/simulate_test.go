@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/fleetplane/fleetplane/agent"
-	"github.com/fleetplane/fleetplane/agent/internal/fakeserver"
+	"github.com/fleetplane/fleetplane/agent/agenttest"
 	fleetplanev1 "github.com/fleetplane/fleetplane/gen/fleetplane/v1"
 )
 
@@ -21,7 +21,7 @@ var fastTiming = agent.Timing{
 }
 
 // startSimulation runs count agents against f until the test ends.
-func startSimulation(tb testing.TB, f *fakeserver.Server, count int) *Simulator {
+func startSimulation(tb testing.TB, f *agenttest.Server, count int) *Simulator {
 	tb.Helper()
 	sim, err := New(Options{
 		Count: count, Server: f.URL(), CACertPEM: f.CAPEM, ApproveURL: f.ApproveURL,
@@ -46,7 +46,7 @@ func startSimulation(tb testing.TB, f *fakeserver.Server, count int) *Simulator 
 // waitForVersion polls until every agent runs version, or fails the test at the deadline.
 func waitForVersion(tb testing.TB, sim *Simulator, version string) Progress {
 	tb.Helper()
-	deadline := time.Now().Add(fakeserver.Timeout)
+	deadline := time.Now().Add(agenttest.Timeout)
 	for {
 		p := sim.Progress()
 		if p.Connected == p.Total && p.Versions[version] == p.Total {
@@ -60,8 +60,8 @@ func waitForVersion(tb testing.TB, sim *Simulator, version string) Progress {
 }
 
 func TestSimulatorEnrollsAndApplies(t *testing.T) {
-	f := fakeserver.New(t)
-	f.SetApproval(fakeserver.Pending)
+	f := agenttest.New(t)
+	f.SetApproval(agenttest.Pending)
 	f.SetAutoSpec(&fleetplanev1.RenderedDeviceSpec{RenderedVersion: "5"})
 	const count = 20
 
@@ -84,9 +84,9 @@ func TestSimulatorEnrollsAndApplies(t *testing.T) {
 	waitForAcks(t, f, count)
 }
 
-func waitForAcks(tb testing.TB, f *fakeserver.Server, want int) {
+func waitForAcks(tb testing.TB, f *agenttest.Server, want int) {
 	tb.Helper()
-	deadline := time.Now().Add(fakeserver.Timeout)
+	deadline := time.Now().Add(agenttest.Timeout)
 	for {
 		if _, _, acks := f.Counts(); acks >= want {
 			return
@@ -120,7 +120,7 @@ func TestNewRejectsZeroCount(t *testing.T) {
 // the spec, and reports the heap in use per connected agent, counting the fake server's share
 // of each connection too.
 func BenchmarkSimulatedAgents(b *testing.B) {
-	f := fakeserver.New(b)
+	f := agenttest.New(b)
 	f.SetAutoSpec(&fleetplanev1.RenderedDeviceSpec{RenderedVersion: "1"})
 	runtime.GC()
 	var before runtime.MemStats

@@ -1,4 +1,4 @@
-package fakeserver
+package agenttest
 
 import (
 	"context"
@@ -42,8 +42,9 @@ func (f *Server) Stream(
 		return f.serveAuto(stream, first.GetHello(), auto)
 	}
 	s := &Stream{
-		Device: device, Hello: first.GetHello(), stream: stream,
-		recv: make(chan *fleetplanev1.StreamRequest, 64), end: make(chan error, 1),
+		Device: device, Hello: first.GetHello(),
+		recv:  make(chan *fleetplanev1.StreamRequest, 64),
+		sends: make(chan sendRequest), end: make(chan error, 1),
 	}
 	go func() {
 		defer close(s.recv)
@@ -56,12 +57,24 @@ func (f *Server) Stream(
 		}
 	}()
 	f.streams <- s
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case err := <-s.end:
-		return err
+	// Only this goroutine writes to the stream, so that no write can race with the handler's
+	// return.
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-s.end:
+			return err
+		case req := <-s.sends:
+			req.done <- stream.Send(req.msg)
+		}
 	}
+}
+
+// sendRequest asks the stream's handler to send msg and report the result on done.
+type sendRequest struct {
+	msg  *fleetplanev1.StreamResponse
+	done chan error
 }
 
 // serveAuto sends spec when the agent's version is older and counts acknowledgements until
@@ -107,10 +120,16 @@ func (f *Server) NextStream(t testing.TB) *Stream {
 // SendSpec sends spec on the stream.
 func (s *Stream) SendSpec(t testing.TB, spec *fleetplanev1.RenderedDeviceSpec) {
 	t.Helper()
-	err := s.stream.Send(&fleetplanev1.StreamResponse{
-		Message: &fleetplanev1.StreamResponse_Spec{Spec: spec},
-	})
-	if err != nil {
+	req := sendRequest{
+		msg:  &fleetplanev1.StreamResponse{Message: &fleetplanev1.StreamResponse_Spec{Spec: spec}},
+		done: make(chan error, 1),
+	}
+	select {
+	case s.sends <- req:
+	case <-time.After(Timeout):
+		t.Fatalf("send spec %s: stream handler gone", spec.GetRenderedVersion())
+	}
+	if err := <-req.done; err != nil {
 		t.Fatalf("send spec %s: %v", spec.GetRenderedVersion(), err)
 	}
 }
@@ -172,4 +191,12 @@ func (a *approver) ApproveEnrollmentRequest(
 	}
 	a.f.approved[name] = req.Msg.GetApproved()
 	return connect.NewResponse(&fleetplanev1.ApproveEnrollmentRequestResponse{}), nil
+}
+
+// End makes the server end the stream with err; nil ends it normally.
+func (s *Stream) End(err error) {
+	select {
+	case s.end <- err:
+	default:
+	}
 }

@@ -1,8 +1,8 @@
-// Package fakeserver is a small AgentService and enrollment approval service for agent tests.
-// It listens with real TLS on 127.0.0.1, signs CSRs with a test CA made on the fly, decides
-// enrollments by its approval setting and hands each stream to the test, or answers streams by
-// itself when AutoSpec is set.
-package fakeserver
+// Package agenttest provides a fake agent port for tests of the agent and its commands: an
+// AgentService on a real TLS listener on 127.0.0.1 and an approval-only operator API. It signs
+// CSRs with a test CA made on the fly, decides enrollments by its approval setting, and hands
+// each stream to the test, or answers streams by itself after SetAutoSpec.
+package agenttest
 
 import (
 	"context"
@@ -73,7 +73,7 @@ type Stream struct {
 	Device string
 	Hello  *fleetplanev1.AgentHello
 	recv   chan *fleetplanev1.StreamRequest
-	stream *connect.BidiStream[fleetplanev1.StreamRequest, fleetplanev1.StreamResponse]
+	sends  chan sendRequest
 	end    chan error
 }
 
