@@ -12,12 +12,13 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// GetRendered returns the device's rendered spec with its rendered_version set, or ErrNotFound.
+// GetRendered returns the device's rendered spec with its rendered_version set, or ErrNotFound
+// when it was never rendered or was deleted.
 func (t *tx) GetRendered(ctx context.Context, device string) (*fleetplanev1.RenderedDeviceSpec, error) {
 	var version int64
 	var b []byte
-	err := t.queryRow(ctx,
-		`SELECT version, spec FROM rendered_devices WHERE name = ?`, device).Scan(&version, &b)
+	err := t.queryRow(ctx, `SELECT version, spec FROM rendered_devices
+		WHERE name = ? AND content_hash != ''`, device).Scan(&version, &b)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("rendered spec of device %q: %w", device, store.ErrNotFound)
 	}
@@ -73,9 +74,12 @@ func (t *tx) PutRendered(
 	return version, true, nil
 }
 
-// DeleteRendered removes a device's rendered spec. Deleting a missing one does nothing.
+// DeleteRendered removes a device's rendered spec. Deleting a missing one does nothing. The row
+// stays with an empty hash and spec, so that a later render of a device with the same name
+// continues from the deleted version: an agent never applies a version lower than its own.
 func (t *tx) DeleteRendered(ctx context.Context, device string) error {
-	_, err := t.exec(ctx, `DELETE FROM rendered_devices WHERE name = ?`, device)
+	_, err := t.exec(ctx, `UPDATE rendered_devices SET content_hash = '', spec = x''
+		WHERE name = ?`, device)
 	if err != nil {
 		return fmt.Errorf("delete rendered spec of device %q: %w", device, err)
 	}

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -198,5 +199,22 @@ func benchDevice(i int) *fleetplanev1.Device {
 				{Name: "app", Image: "quay.io/example/app:1.0", AppType: "compose"},
 			},
 		},
+	}
+}
+
+func TestInTxCanceledContext(t *testing.T) {
+	s, _ := openTemp(t, Options{})
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	called := false
+	err := s.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		called = true
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("InTx with a canceled context: error = %v; want context.Canceled", err)
+	}
+	if called {
+		t.Errorf("InTx ran fn under a canceled context")
 	}
 }

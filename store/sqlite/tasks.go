@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fleetplane/fleetplane/store"
 	"github.com/fleetplane/fleetplane/store/internal/pagetoken"
@@ -183,9 +184,7 @@ func (t *tx) RetryTask(
 	if err != nil {
 		return fmt.Errorf("retry: %w", err)
 	}
-	if len(lastError) > maxErrorLength {
-		lastError = lastError[:maxErrorLength] + "..."
-	}
+	lastError = truncate(lastError, maxErrorLength)
 	state, attempts := store.TaskPending, task.Attempts+1
 	switch {
 	case failed && task.Rerun:
@@ -203,10 +202,25 @@ func (t *tx) RetryTask(
 	return nil
 }
 
+// truncate cuts s to at most n bytes on a UTF-8 boundary and marks the cut with "...".
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
+}
+
 // ResetRunning makes the running tasks of shard pending again and returns how many there were.
+// They become due at once, even when a rerun asked for a later time, because their last run
+// may not have finished.
 func (t *tx) ResetRunning(ctx context.Context, shard int) (int64, error) {
-	res, err := t.exec(ctx, `UPDATE tasks SET state = ?, rerun = 0
-		WHERE shard = ? AND state = ?`, string(store.TaskPending), shard, string(store.TaskRunning))
+	res, err := t.exec(ctx, `UPDATE tasks SET state = ?, rerun = 0, run_at = min(run_at, ?)
+		WHERE shard = ? AND state = ?`,
+		string(store.TaskPending), time.Now().UnixNano(), shard, string(store.TaskRunning))
 	if err != nil {
 		return 0, fmt.Errorf("reset running tasks of shard %d: %w", shard, err)
 	}

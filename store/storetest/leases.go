@@ -235,4 +235,18 @@ func testRendered(t *testing.T, open Opener) {
 		return err
 	})
 	wantErr(t, err, store.ErrInvalidArgument, "PutRendered without a content hash")
+
+	inTx(t, s, func(ctx context.Context, tx store.Tx) error {
+		return tx.DeleteRendered(ctx, "d1")
+	})
+	err = s.InTx(t.Context(), func(ctx context.Context, tx store.Tx) error {
+		_, err := tx.GetRendered(ctx, "d1")
+		return err
+	})
+	wantErr(t, err, store.ErrNotFound, "GetRendered after DeleteRendered")
+	// The version goes on from the deleted one, so an agent that kept version 2 takes the new
+	// spec. The same hash as before the deletion is a change, because nothing is stored.
+	if v, changed := put("h2", "img-2"); v != 3 || !changed {
+		t.Errorf("PutRendered after DeleteRendered = %d, %v; want 3, true", v, changed)
+	}
 }

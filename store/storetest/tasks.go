@@ -276,6 +276,8 @@ func testTaskResetRunning(t *testing.T, open Opener) {
 	}
 	enqueue(t, s, testKind, other, now)
 	claim(t, s, shards, now, 10)
+	// A rerun due later must not delay the run that the reset repeats.
+	enqueue(t, s, testKind, keys[0], now.Add(time.Hour))
 
 	var n int64
 	inTx(t, s, func(ctx context.Context, tx store.Tx) error {
@@ -293,6 +295,10 @@ func testTaskResetRunning(t *testing.T, open Opener) {
 	}
 	if got := oneTask(t, s, other); got.State != store.TaskRunning {
 		t.Errorf("task %s of another shard is %s; want Running", other, got.State)
+	}
+	reclaimed := claim(t, s, []int{shard}, time.Now().Add(time.Second), 10)
+	if len(reclaimed) != 2 {
+		t.Errorf("claimed %d reset tasks at once; want 2", len(reclaimed))
 	}
 }
 
