@@ -60,9 +60,10 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Host == nil {
 		cfg.Host = &ProcHost{DiskPath: cfg.DataDir}
 	}
+
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(cfg.CACertPEM) {
-		return nil, errors.New("CA certificate file holds no PEM certificate")
+		return nil, errors.New("CA certificate is invalid: the CA file contains no PEM certificate")
 	}
 	id, err := loadIdentity(cfg.DataDir, cfg.Name)
 	if err != nil {
@@ -77,6 +78,7 @@ func New(cfg Config) (*Agent, error) {
 		wait:   sleep,
 		now:    time.Now,
 	}
+
 	httpClient := cfg.EnrollHTTPClient
 	if httpClient == nil {
 		httpClient = &http.Client{Transport: newTransport(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})}
@@ -175,7 +177,7 @@ func (a *Agent) streamLoop(ctx context.Context) {
 		var delay time.Duration
 		if isRefusal(err) {
 			delay = b.maxDelay()
-			a.log.ErrorContext(ctx, "server refused the device's stream; retrying at the maximum delay",
+			a.log.ErrorContext(ctx, "stream rejected by the server; retrying at the maximum delay",
 				"code", connect.CodeOf(err).String(), "err", err, "retry_in", delay, "failures", failures)
 		} else {
 			delay = b.next()
@@ -188,8 +190,8 @@ func (a *Agent) streamLoop(ctx context.Context) {
 	}
 }
 
-// isRefusal reports whether err says the server will not accept this device, so that a quick
-// retry cannot succeed: the device was deleted or its certificate is not accepted.
+// isRefusal reports whether err means that the server rejects this device, because the device
+// was deleted or its certificate is not accepted. A quick retry cannot succeed then.
 func isRefusal(err error) bool {
 	switch connect.CodeOf(err) {
 	case connect.CodeNotFound, connect.CodePermissionDenied, connect.CodeUnauthenticated:

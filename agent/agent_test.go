@@ -275,7 +275,7 @@ func TestAgentRestartKeepsVersion(t *testing.T) {
 	}
 }
 
-// delayRecorder replaces Agent.wait and records the delays the agent asks for.
+// delayRecorder replaces Agent.wait and records the delays the agent requests.
 type delayRecorder struct {
 	mu     sync.Mutex
 	delays []time.Duration
@@ -411,5 +411,61 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// steppingClock returns a time that advances by step on every call.
+type steppingClock struct {
+	mu   sync.Mutex
+	now  time.Time
+	step time.Duration
+}
+
+func (c *steppingClock) read() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(c.step)
+	return c.now
+}
+
+func TestAgentBackoffResetsAfterStableStream(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		up        time.Duration
+		wantReset bool
+	}{
+		{"stable", 2 * time.Minute, true},
+		{"short", time.Second, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := agenttest.New(t)
+			ta := newTestAgent(t, f, t.TempDir(), t.TempDir(), func(cfg *Config) {
+				cfg.Timing.ReconnectMinDelay = time.Second
+				cfg.Timing.ReconnectMaxDelay = time.Hour
+			})
+			rec := &delayRecorder{}
+			ta.wait = rec.wait
+			ta.now = (&steppingClock{now: time.Unix(0, 0), step: c.up}).read
+			ta.start(t)
+
+			const streams = 5
+			for range streams {
+				s := f.NextStream(t)
+				s.SendKeepalive(t) // a message from the server shows that the stream was up
+				s.End(nil)
+			}
+			waitFor(t, "reconnect delays", func() bool { return rec.count() >= streams })
+			ta.stop(t)
+
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			last := rec.delays[streams-1]
+			if c.wantReset && last > time.Second {
+				t.Errorf("delay after %d stable streams = %v, want the 1s minimum", streams, last)
+			}
+			if !c.wantReset && last < 8*time.Second {
+				t.Errorf("delay after %d short streams = %v, want at least 8s (half of 16s)", streams, last)
+			}
+		})
 	}
 }

@@ -16,7 +16,7 @@
 //  4. Streaming: the agent opens Stream, sends hello with the highest version it has applied
 //     or rejected, and then handles specs one at a time. It acknowledges or rejects each new
 //     version and re-acknowledges its current version when the server sends an older one. It
-//     sends a keepalive every 15 s and a status report after each answer and every status
+//     sends a keepalive every 15 s and a status report after each ack or reject and every status
 //     interval. A stream that brings no message for 45 s counts as dead.
 //  5. Waiting: after a stream ends the agent waits with jittered exponential backoff (1 s to
 //     60 s, reset once a stream stayed up for a minute) and goes back to Streaming. When the

@@ -57,7 +57,7 @@ func (a *Agent) enroll(ctx context.Context) error {
 	}
 }
 
-// enrollStep submits the request when it has not been submitted, then asks for the
+// enrollStep submits the request when it has not been submitted, then requests the
 // certificate once and returns the request's state.
 func (a *Agent) enrollStep(ctx context.Context) (string, error) {
 	if !a.id.submitted {

@@ -61,6 +61,7 @@ func loadIdentity(dir, name string) (*identity, error) {
 		return nil, fmt.Errorf("device name %q differs from %q stored in %s: "+
 			"drop --name or use a new data directory", name, rec.Name, dir)
 	}
+
 	id.submitted = rec.Submitted
 	id.name = rec.Name
 	if id.name == "" {
@@ -74,6 +75,7 @@ func loadIdentity(dir, name string) (*identity, error) {
 			return nil, err
 		}
 	}
+
 	var err error
 	if id.certPEM, err = id.readFile(certFile); err != nil {
 		return nil, err

@@ -119,7 +119,7 @@ func (a *Agent) streamFailure(ctx context.Context, sendErr error, failed <-chan 
 func (a *Agent) handle(ctx context.Context, stream agentStream, msg *fleetplanev1.StreamResponse) error {
 	spec := msg.GetSpec()
 	if spec == nil {
-		// A keepalive needs no answer; resetting the dead-stream timer was its purpose.
+		// A keepalive needs no reply. Receiving it has reset the dead-stream timer.
 		return nil
 	}
 	version := spec.GetRenderedVersion()

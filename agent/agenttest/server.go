@@ -1,7 +1,7 @@
 // Package agenttest provides a fake agent port for tests of the agent and its commands: an
 // AgentService on a real TLS listener on 127.0.0.1 and an approval-only operator API. It signs
 // CSRs with a test CA made on the fly, decides enrollments by its approval setting, and hands
-// each stream to the test, or answers streams by itself after SetAutoSpec.
+// each stream to the test, or serves streams by itself after SetAutoSpec.
 package agenttest
 
 import (
@@ -68,7 +68,7 @@ type Server struct {
 	streams chan *Stream
 }
 
-// Stream is one stream as the server sees it.
+// Stream is the server side of one agent stream.
 type Stream struct {
 	Device string
 	Hello  *fleetplanev1.AgentHello
@@ -109,6 +109,7 @@ func New(t testing.TB) *Server {
 		enrolled: map[string]*fleetplanev1.EnrollRequest{},
 		streams:  make(chan *Stream, 16),
 	}
+
 	f.tlsCfg = f.serverTLS()
 	f.Start("127.0.0.1:0")
 	t.Cleanup(f.Stop)
@@ -193,9 +194,8 @@ func (f *Server) SetRefusal(err error) {
 	f.refuse = err
 }
 
-// SetAutoSpec makes the server answer streams itself: it sends spec to each agent whose
-// hello has an older version and counts the acknowledgements, instead of handing streams to
-// NextStream.
+// SetAutoSpec makes the server serve streams itself instead of handing them to NextStream. It
+// sends spec to each agent whose hello has an older version and counts the acknowledgements.
 func (f *Server) SetAutoSpec(spec *fleetplanev1.RenderedDeviceSpec) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -71,7 +71,7 @@ func (f *Server) Stream(
 	}
 }
 
-// sendRequest asks the stream's handler to send msg and report the result on done.
+// sendRequest is a request to the stream's handler to send msg and report the result on done.
 type sendRequest struct {
 	msg  *fleetplanev1.StreamResponse
 	done chan error
@@ -120,17 +120,27 @@ func (f *Server) NextStream(t testing.TB) *Stream {
 // SendSpec sends spec on the stream.
 func (s *Stream) SendSpec(t testing.TB, spec *fleetplanev1.RenderedDeviceSpec) {
 	t.Helper()
-	req := sendRequest{
-		msg:  &fleetplanev1.StreamResponse{Message: &fleetplanev1.StreamResponse_Spec{Spec: spec}},
-		done: make(chan error, 1),
-	}
+	s.send(t, &fleetplanev1.StreamResponse{Message: &fleetplanev1.StreamResponse_Spec{Spec: spec}})
+}
+
+// SendKeepalive sends a keepalive on the stream.
+func (s *Stream) SendKeepalive(t testing.TB) {
+	t.Helper()
+	s.send(t, &fleetplanev1.StreamResponse{
+		Message: &fleetplanev1.StreamResponse_Keepalive{Keepalive: &fleetplanev1.Keepalive{}},
+	})
+}
+
+func (s *Stream) send(t testing.TB, msg *fleetplanev1.StreamResponse) {
+	t.Helper()
+	req := sendRequest{msg: msg, done: make(chan error, 1)}
 	select {
 	case s.sends <- req:
 	case <-time.After(Timeout):
-		t.Fatalf("send spec %s: stream handler gone", spec.GetRenderedVersion())
+		t.Fatal("send: stream handler has returned")
 	}
 	if err := <-req.done; err != nil {
-		t.Fatalf("send spec %s: %v", spec.GetRenderedVersion(), err)
+		t.Fatalf("send: %v", err)
 	}
 }
 

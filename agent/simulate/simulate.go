@@ -99,7 +99,7 @@ func New(opts Options) (*Simulator, error) {
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(opts.CACertPEM) {
-		return nil, errors.New("CA certificate file holds no PEM certificate")
+		return nil, errors.New("CA certificate is invalid: the CA file contains no PEM certificate")
 	}
 	enrollHTTP := &http.Client{Transport: &http.Transport{
 		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
