@@ -21,7 +21,7 @@ var (
 )
 
 // appendChange inserts a change-log entry with an empty object and returns its new version.
-// finishChange fills in the object once the write knows it.
+// finishChange stores the object once the write has built it.
 func (t *tx) appendChange(ctx context.Context, kind, name string, typ store.ChangeType) (int64, error) {
 	var version int64
 	err := t.queryRow(ctx, qAppendChange, kind, name, int(typ), time.Now().UnixNano()).Scan(&version)

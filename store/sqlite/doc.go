@@ -4,11 +4,11 @@
 // # Concurrency
 //
 // SQLite allows one writer at a time, so the Store keeps a single database connection and every
-// InTx call runs on it: transactions are serialized in this process, and a caller waits for the
-// connection (honouring its context) while another transaction runs. Each transaction starts
-// with BEGIN IMMEDIATE, so it takes the write lock at once and can never fail when a read turns
-// into a write. Another process that opens the same file waits up to the busy timeout for the
-// lock.
+// InTx call runs on it. Transactions are therefore serialized in this process. A caller waits
+// for the connection, honouring its context, while another transaction runs. Each transaction
+// starts with BEGIN IMMEDIATE, so it takes the write lock at once and cannot get SQLITE_BUSY
+// later when a read turns into a write. Another process that opens the same file waits up to
+// the busy timeout (10 s) for the lock.
 //
 // NOTE: reads are serialized with writes as well. A separate read-only pool would let WAL
 // readers run in parallel, but InTx does not say in advance whether it will write.

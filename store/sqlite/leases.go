@@ -74,8 +74,8 @@ func (t *tx) AcquireLease(
 	if err != nil {
 		return store.Lease{}, fmt.Errorf("lease shard %d: %w", shard, err)
 	}
-	held := cur.Owner != "" && cur.ExpiresAt.After(now)
-	if held && cur.Owner != owner {
+	active := cur.Owner != "" && cur.ExpiresAt.After(now)
+	if active && cur.Owner != owner {
 		return store.Lease{}, fmt.Errorf("lease shard %d: held by %s until %s: %w",
 			shard, cur.Owner, cur.ExpiresAt.UTC().Format(time.RFC3339Nano), store.ErrConflict)
 	}
@@ -108,17 +108,17 @@ func (t *tx) ReleaseLease(ctx context.Context, shard int, owner string, epoch in
 	return nil
 }
 
-// CheckLease returns ErrFenced unless fence's owner holds the shard at fence's epoch. It does
-// not look at the expiry time: an expired lease that nobody took over is still safe to write
-// under, because any new owner changes the epoch.
+// CheckLease returns ErrFenced unless fence's owner holds the shard at fence's epoch. It ignores
+// the expiry time. An expired lease that no other replica took over is still safe to write
+// under, because a new owner always gets a new epoch.
 func (t *tx) CheckLease(ctx context.Context, fence store.Fence) error {
 	cur, _, err := t.getLease(ctx, fence.Shard)
 	if err != nil {
 		return fmt.Errorf("check lease shard %d: %w", fence.Shard, err)
 	}
 	if cur.Owner != fence.Owner || cur.Epoch != fence.Epoch || fence.Owner == "" {
-		return fmt.Errorf("lease shard %d: %w: %s at epoch %d no longer holds it",
-			fence.Shard, store.ErrFenced, fence.Owner, fence.Epoch)
+		return fmt.Errorf("lease shard %d: %w: owner %q at epoch %d no longer holds the "+
+			"lease; stop work on this shard", fence.Shard, store.ErrFenced, fence.Owner, fence.Epoch)
 	}
 	return nil
 }

@@ -18,34 +18,18 @@ var qResourcesAfter = prepared(`SELECT ` + resourceColumns + ` ` + resourceFrom 
 // List returns one page of objects of kind ordered by name. Selectors are evaluated in Go on
 // rows read in name order after the page token, until the page is full.
 func (t *tx) List(ctx context.Context, kind string, opts store.ListOptions) (*store.ListResult, error) {
-	prototype, err := store.New(kind)
+	q, err := parseListOptions(kind, opts)
 	if err != nil {
-		return nil, fmt.Errorf("list: %w", err)
+		return nil, err
 	}
-	labels, err := selector.ParseLabels(opts.LabelSelector)
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w: %v", lower(kind), store.ErrInvalidArgument, err)
-	}
-	fields, err := selector.ParseFields(opts.FieldSelector, prototype)
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w: %v", lower(kind), store.ErrInvalidArgument, err)
-	}
-	after, err := pagetoken.Decode(opts.PageToken, kind, 1)
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", lower(kind), err)
-	}
-	last := ""
-	if after != nil {
-		last = after[0]
-	}
-	limit := pageSize(opts.Limit)
+	last, limit := q.after, q.limit
 
 	version, err := t.LatestVersion(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", lower(kind), err)
 	}
 	batch := limit + 1
-	if !labels.Empty() || !fields.Empty() {
+	if !q.labels.Empty() || !q.fields.Empty() {
 		batch = max(batch, filterBatch)
 	}
 
@@ -57,7 +41,7 @@ func (t *tx) List(ctx context.Context, kind string, opts store.ListOptions) (*st
 		}
 		for _, row := range rows {
 			last = row.name
-			obj, ok, err := match(row, labels, fields)
+			obj, ok, err := match(row, q.labels, q.fields)
 			if err != nil {
 				return nil, fmt.Errorf("list %s: %w", lower(kind), err)
 			}
@@ -75,6 +59,36 @@ func (t *tx) List(ctx context.Context, kind string, opts store.ListOptions) (*st
 			return res, nil
 		}
 	}
+}
+
+// listQuery is a List call's options after parsing.
+type listQuery struct {
+	labels selector.Labels
+	fields selector.Fields
+	after  string // the name that the page starts after
+	limit  int
+}
+
+func parseListOptions(kind string, opts store.ListOptions) (listQuery, error) {
+	prototype, err := store.New(kind)
+	if err != nil {
+		return listQuery{}, fmt.Errorf("list: %w", err)
+	}
+	q := listQuery{limit: pageSize(opts.Limit)}
+	if q.labels, err = selector.ParseLabels(opts.LabelSelector); err != nil {
+		return q, fmt.Errorf("list %s: %w: %v", lower(kind), store.ErrInvalidArgument, err)
+	}
+	if q.fields, err = selector.ParseFields(opts.FieldSelector, prototype); err != nil {
+		return q, fmt.Errorf("list %s: %w: %v", lower(kind), store.ErrInvalidArgument, err)
+	}
+	after, err := pagetoken.Decode(opts.PageToken, kind, 1)
+	if err != nil {
+		return q, fmt.Errorf("list %s: %w", lower(kind), err)
+	}
+	if after != nil {
+		q.after = after[0]
+	}
+	return q, nil
 }
 
 // pageSize applies the default and the cap to a requested page size.

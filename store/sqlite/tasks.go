@@ -110,6 +110,7 @@ func (t *tx) ClaimTasks(ctx context.Context, shards []int, now time.Time, limit 
 		args = append(args, s)
 	}
 	args = append(args, limit)
+
 	q := `SELECT ` + taskColumns + ` FROM tasks WHERE state = ? AND run_at <= ?
 		AND shard IN (?` + strings.Repeat(", ?", len(shards)-1) + `)
 		ORDER BY run_at, kind, key LIMIT ?`
@@ -131,6 +132,7 @@ func (t *tx) ClaimTasks(ctx context.Context, shards []int, now time.Time, limit 
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("claim tasks: %w", err)
 	}
+
 	for _, task := range tasks {
 		_, err := t.exec(ctx, `UPDATE tasks SET state = ? WHERE kind = ? AND key = ?`,
 			string(store.TaskRunning), task.Kind, task.Key)
@@ -247,6 +249,7 @@ func (t *tx) ListTasks(ctx context.Context, filter store.TaskFilter) ([]store.Ta
 		after = []string{"", ""}
 	}
 	limit := pageSize(filter.Limit)
+
 	rows, err := t.query(ctx, `SELECT `+taskColumns+` FROM tasks
 		WHERE (kind > ? OR (kind = ? AND key > ?))
 			AND (? = '' OR kind = ?) AND (? = '' OR state = ?)
@@ -268,6 +271,7 @@ func (t *tx) ListTasks(ctx context.Context, filter store.TaskFilter) ([]store.Ta
 	if err := rows.Err(); err != nil {
 		return nil, "", fmt.Errorf("list tasks: %w", err)
 	}
+
 	if len(tasks) <= limit {
 		return tasks, "", nil
 	}

@@ -59,12 +59,12 @@ func testLeaseEpochs(t *testing.T, open Opener) {
 	_, err := acquire(s, t, 3, "r2", now.Add(14*time.Second))
 	wantErr(t, err, store.ErrConflict, "AcquireLease of a held lease")
 
-	taken := mustAcquire(s, t, 3, "r2", now.Add(16*time.Second))
-	if taken.Epoch != first.Epoch+1 || taken.Owner != "r2" {
-		t.Errorf("lease after expiry = %+v; want r2 at epoch %d", taken, first.Epoch+1)
+	takenOver := mustAcquire(s, t, 3, "r2", now.Add(16*time.Second))
+	if takenOver.Epoch != first.Epoch+1 || takenOver.Owner != "r2" {
+		t.Errorf("lease after expiry = %+v; want r2 at epoch %d", takenOver, first.Epoch+1)
 	}
 	got := leases(t, s)
-	want := []store.Lease{taken}
+	want := []store.Lease{takenOver}
 	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) })); diff != "" {
 		t.Errorf("Leases (-want +got):\n%s", diff)
 	}
@@ -76,14 +76,14 @@ func testLeaseEpochs(t *testing.T, open Opener) {
 		t.Errorf("a stale release freed the lease: %v", got)
 	}
 	inTx(t, s, func(ctx context.Context, tx store.Tx) error {
-		return tx.ReleaseLease(ctx, 3, "r2", taken.Epoch)
+		return tx.ReleaseLease(ctx, 3, "r2", takenOver.Epoch)
 	})
 	if got := leases(t, s); len(got) != 0 {
 		t.Errorf("Leases after release = %v; want none", got)
 	}
 	again := mustAcquire(s, t, 3, "r2", now.Add(17*time.Second))
-	if again.Epoch != taken.Epoch+1 {
-		t.Errorf("epoch after release and acquire = %d; want %d", again.Epoch, taken.Epoch+1)
+	if again.Epoch != takenOver.Epoch+1 {
+		t.Errorf("epoch after release and acquire = %d; want %d", again.Epoch, takenOver.Epoch+1)
 	}
 }
 

@@ -465,7 +465,7 @@ func testHookInTransaction(t *testing.T, open Opener) {
 	var seen []store.Change
 	s := open(t, func(ctx context.Context, tx store.Tx, c store.Change) error {
 		seen = append(seen, c)
-		// The hook sees the write it follows, inside the same transaction.
+		// The hook runs inside the writing transaction, so the written object is readable.
 		if _, err := tx.Get(ctx, c.Kind, c.Name); err != nil && c.Type != store.Deleted {
 			return fmt.Errorf("hook cannot read %s %s: %w", c.Kind, c.Name, err)
 		}

@@ -24,7 +24,7 @@ type token struct {
 func Encode(scope string, after ...string) string {
 	b, err := json.Marshal(token{Scope: scope, After: after})
 	if err != nil {
-		// Marshalling a struct of strings cannot fail.
+		// encoding/json fails only on unsupported types and values, and token has only strings.
 		panic(fmt.Sprintf("pagetoken: encode: %v", err))
 	}
 	return base64.RawURLEncoding.EncodeToString(b)
