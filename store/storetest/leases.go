@@ -43,7 +43,7 @@ func leases(t *testing.T, s store.Store) []store.Lease {
 
 func testLeaseEpochs(t *testing.T, open Opener) {
 	s := open(t, nil)
-	now := time.Now()
+	now := testNow()
 
 	first := mustAcquire(s, t, 3, "r1", now)
 	if first.Epoch != 1 || first.Owner != "r1" {
@@ -98,7 +98,7 @@ func testLeaseInvalidShard(t *testing.T, open Opener) {
 
 func testFence(t *testing.T, open Opener) {
 	s := open(t, nil)
-	now := time.Now()
+	now := testNow()
 	old := mustAcquire(s, t, 1, "r1", now)
 	current := mustAcquire(s, t, 1, "r2", now.Add(time.Minute))
 
@@ -135,7 +135,7 @@ func testFence(t *testing.T, open Opener) {
 
 func testReplicas(t *testing.T, open Opener) {
 	s := open(t, nil)
-	start := time.Now().Add(-time.Minute)
+	start := testNow().Add(-time.Minute)
 	r1 := store.Replica{ID: "r1", Address: "127.0.0.1:7001", StartedAt: start,
 		HeartbeatAt: start, ConnectedAgents: 3}
 	r2 := store.Replica{ID: "r2", Address: "127.0.0.1:7002", StartedAt: start, HeartbeatAt: start}

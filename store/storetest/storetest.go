@@ -194,3 +194,9 @@ func wantErr(t *testing.T, err, target error, what string) {
 		t.Fatalf("%s: error = %v; want %v", what, err, target)
 	}
 }
+
+// testNow returns the current time cut to microseconds, the finest precision of PostgreSQL
+// timestamps, so that times read back compare equal on every backend.
+func testNow() time.Time {
+	return time.Now().Truncate(time.Microsecond)
+}

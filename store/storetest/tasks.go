@@ -71,7 +71,7 @@ func taskKeys(tasks []store.Task) []string {
 
 func testTaskCoalescing(t *testing.T, open Opener) {
 	s := open(t, nil)
-	now := time.Now()
+	now := testNow()
 	if enqueue(t, s, testKind, "k1", now.Add(time.Minute)) {
 		t.Errorf("first EnqueueTask reported coalesced")
 	}
@@ -100,7 +100,7 @@ func testTaskCoalescing(t *testing.T, open Opener) {
 
 func testTaskRerun(t *testing.T, open Opener) {
 	s := open(t, nil)
-	now := time.Now()
+	now := testNow()
 	enqueue(t, s, testKind, "k1", now.Add(-time.Second))
 	claimed := claim(t, s, allShards(t, s), now, 10)
 	if len(claimed) != 1 || claimed[0].State != store.TaskRunning {
@@ -140,7 +140,7 @@ func testTaskRerun(t *testing.T, open Opener) {
 
 func testTaskClaim(t *testing.T, open Opener) {
 	s := open(t, nil)
-	now := time.Now()
+	now := testNow()
 	shards := allShards(t, s)
 	for i := range 30 {
 		enqueue(t, s, testKind, fmt.Sprintf("k%02d", i), now.Add(-time.Duration(30-i)*time.Second))
@@ -191,7 +191,7 @@ func testTaskClaim(t *testing.T, open Opener) {
 
 func testTaskRetry(t *testing.T, open Opener) {
 	s := open(t, nil)
-	now := time.Now()
+	now := testNow()
 	shards := allShards(t, s)
 	enqueue(t, s, testKind, "k1", now)
 	claim(t, s, shards, now, 1)
@@ -259,7 +259,7 @@ func testTaskFinishNotRunning(t *testing.T, open Opener) {
 
 func testTaskResetRunning(t *testing.T, open Opener) {
 	s := open(t, nil)
-	now := time.Now()
+	now := testNow()
 	shards := allShards(t, s)
 	shard := store.ShardOf("a", len(shards))
 	var keys []string
@@ -304,7 +304,7 @@ func testTaskResetRunning(t *testing.T, open Opener) {
 
 func testTaskListAndCount(t *testing.T, open Opener) {
 	s := open(t, nil)
-	now := time.Now()
+	now := testNow()
 	for i := range 25 {
 		enqueue(t, s, testKind, fmt.Sprintf("k%02d", i), now)
 	}
