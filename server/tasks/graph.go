@@ -85,8 +85,8 @@ func deviceTriggers(c store.Change) []TaskRef {
 		old = nil
 	}
 
-	// A new device has no owner yet unless the server set one, so only FleetSelectorMatch
-	// needs its labels; an owner set at creation still triggers FleetRollout.
+	// A new device has no owner unless the server set one, so only FleetSelectorMatch needs its
+	// labels. An owner set at creation still triggers FleetRollout.
 	var refs []TaskRef
 	labelsChanged := c.Type == store.Modified &&
 		!maps.Equal(old.GetMetadata().GetLabels(), device.GetMetadata().GetLabels())
@@ -132,7 +132,7 @@ func repositoryTriggers(c store.Change) []TaskRef {
 	repo, _ := c.Object.(*fleetplanev1.Repository)
 	old, _ := c.Old.(*fleetplanev1.Repository)
 	// A status change such as the Accessible condition matters to sources that fetch from the
-	// repository; a write that changed neither spec nor status triggers nothing.
+	// repository. A write that changed neither spec nor status triggers nothing.
 	if proto.Equal(old.GetSpec(), repo.GetSpec()) && proto.Equal(old.GetStatus(), repo.GetStatus()) {
 		return nil
 	}
