@@ -65,8 +65,8 @@ func (n *notifier) count(device string) int {
 	return c
 }
 
-// drain runs every pending task with r's handlers, in claim order, until none is left. It
-// stands in for the dispatcher where a test needs one deterministic run.
+// drain runs every pending task with r's handlers, in claim order, until none is left. Tests
+// use it in place of the dispatcher when they need one deterministic run.
 func drain(t testing.TB, st store.Store, r *runner) int {
 	t.Helper()
 	ctx := context.Background()
@@ -239,7 +239,8 @@ func pendingTasks(t testing.TB, st store.Store) []string {
 	return out
 }
 
-// clearTasks runs nothing and empties the task queue, so a test sees only what it triggers next.
+// clearTasks empties the task queue without running the tasks, so that a test can list only
+// the tasks its next step triggers.
 func clearTasks(t testing.TB, st store.Store) {
 	t.Helper()
 	inTx(t, st, func(ctx context.Context, tx store.Tx) error {

@@ -9,7 +9,7 @@ import (
 	"github.com/fleetplane/fleetplane/store"
 )
 
-// Deps are what the tasks need.
+// Deps are the services that the tasks use.
 type Deps struct {
 	Store  store.Store
 	Logger *slog.Logger

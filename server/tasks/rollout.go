@@ -19,7 +19,7 @@ const (
 	reasonTemplateNotRender = "TemplateRenderFailed"
 )
 
-// rolloutTarget is what a rollout applies: the fleet's latest template version, compiled.
+// rolloutTarget is the compiled latest template version of a fleet, which a rollout applies.
 type rolloutTarget struct {
 	fleet    string
 	version  string

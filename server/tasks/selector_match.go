@@ -228,7 +228,7 @@ func (r *runner) matchDevice(
 			return err
 		}
 		device = stored.(*fleetplanev1.Device)
-		r.log.InfoContext(ctx, "device owner changed", slog.String("device", device.GetMetadata().GetName()),
+		r.log.DebugContext(ctx, "device owner changed", slog.String("device", device.GetMetadata().GetName()),
 			slog.String("old_owner", owner), slog.String("owner", wantOwner))
 	}
 	return setMultipleOwners(ctx, tx, device, matches)
