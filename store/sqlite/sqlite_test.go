@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	fleetplanev1 "github.com/fleetplane/fleetplane/gen/fleetplane/v1"
@@ -216,5 +217,50 @@ func TestInTxCanceledContext(t *testing.T) {
 	}
 	if called {
 		t.Errorf("InTx ran fn under a canceled context")
+	}
+}
+
+// TestTwoStoresOneFile checks that write transactions from two Stores on one file, as from two
+// processes, wait for each other's lock instead of failing with SQLITE_BUSY.
+func TestTwoStoresOneFile(t *testing.T) {
+	first, path := openTemp(t, Options{})
+	second, err := Open(t.Context(), path, Options{})
+	if err != nil {
+		t.Fatalf("open second store: %v", err)
+	}
+	defer second.Close()
+
+	const perStore = 100
+	errs := make(chan error, 2*perStore)
+	var wg sync.WaitGroup
+	for i, s := range []*Store{first, second} {
+		wg.Go(func() {
+			for j := range perStore {
+				errs <- s.InTx(t.Context(), func(ctx context.Context, tx store.Tx) error {
+					if _, err := tx.LatestVersion(ctx); err != nil {
+						return err
+					}
+					_, err := tx.Create(ctx, benchDevice(i*perStore+j))
+					return err
+				})
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("InTx: %v", err)
+		}
+	}
+	err = first.InTx(t.Context(), func(ctx context.Context, tx store.Tx) error {
+		changes, err := tx.Changes(ctx, "", 0, 3*perStore)
+		if err == nil && len(changes) != 2*perStore {
+			t.Errorf("change log has %d entries; want %d", len(changes), 2*perStore)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Changes: %v", err)
 	}
 }
