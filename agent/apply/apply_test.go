@@ -7,8 +7,11 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -388,5 +391,40 @@ func TestMemoryRejectsAndIgnores(t *testing.T) {
 	}
 	if !m.Versions().LastRejected() {
 		t.Error("LastRejected = false, want true")
+	}
+}
+
+func TestApplySetsOwnerWhenRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("setting a file's owner needs root")
+	}
+	root := t.TempDir()
+	m := openManager(t, t.TempDir(), root)
+	owned := file("/owned", "o", 0)
+	owned.User, owned.Group = "nobody", "root"
+	unknown := file("/unknown", "u", 0)
+	unknown.User = "no-such-user-fleetplane"
+
+	if err := m.Apply(context.Background(), spec("1", owned, unknown)); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skipf("no user nobody on this host: %v", err)
+	}
+	info, err := os.Stat(filepath.Join(root, "owned"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := info.Sys().(*syscall.Stat_t)
+	if got := strconv.Itoa(int(st.Uid)); got != nobody.Uid {
+		t.Errorf("owner uid = %s, want %s (nobody)", got, nobody.Uid)
+	}
+	if st.Gid != 0 {
+		t.Errorf("group gid = %d, want 0 (root)", st.Gid)
+	}
+	if got := readFile(t, filepath.Join(root, "unknown")); got != "u" {
+		t.Errorf("file with an unknown user = %q, want it written", got)
 	}
 }

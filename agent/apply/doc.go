@@ -13,5 +13,6 @@
 // Recover applies it again or, if that fails, restores the current spec. Versions only go up:
 // Apply rejects a spec whose version is not greater than the highest applied or rejected one.
 //
-// A Manager is not safe for concurrent use; the agent applies one spec at a time.
+// A Manager is safe for concurrent use. Apply and Recover run one at a time, and Versions
+// waits while an apply runs.
 package apply

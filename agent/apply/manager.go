@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"sync"
 
 	fleetplanev1 "github.com/fleetplane/fleetplane/gen/fleetplane/v1"
 )
@@ -22,7 +23,10 @@ type Manager struct {
 	root      string
 	statePath string
 	log       *slog.Logger
-	state     state
+
+	// mu guards state; Apply and Recover hold it for the whole apply.
+	mu    sync.Mutex
+	state state
 }
 
 // Open loads the state kept in dataDir and returns a Manager that writes files under root.
@@ -45,11 +49,15 @@ func Open(dataDir, root string, log *slog.Logger) (*Manager, error) {
 
 // Versions returns the applied and rejected versions.
 func (m *Manager) Versions() Versions {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	return m.state.versions
 }
 
 // Current returns the applied spec, or nil when none was applied.
 func (m *Manager) Current() *fleetplanev1.RenderedDeviceSpec {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	return m.state.current
 }
 
@@ -57,6 +65,8 @@ func (m *Manager) Current() *fleetplanev1.RenderedDeviceSpec {
 // returns ErrNotNewer, without touching anything, when the spec is not newer than the highest
 // version applied or rejected.
 func (m *Manager) Apply(ctx context.Context, spec *fleetplanev1.RenderedDeviceSpec) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	version := spec.GetRenderedVersion()
 	if version == "" {
 		return errors.New("rendered_version is empty")
@@ -82,6 +92,8 @@ func (m *Manager) Apply(ctx context.Context, spec *fleetplanev1.RenderedDeviceSp
 // desired spec newer than the current one, Recover applies it again, and if that fails,
 // writes the current spec's files again and records the desired version as rejected.
 func (m *Manager) Recover(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	desired := m.state.desired
 	if desired == nil {
 		return nil
