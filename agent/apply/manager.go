@@ -88,8 +88,8 @@ func (m *Manager) Apply(ctx context.Context, spec *fleetplanev1.RenderedDeviceSp
 	return m.commit(spec, files)
 }
 
-// Recover finishes an apply that the process did not complete: if the state file holds a
-// desired spec newer than the current one, Recover applies it again, and if that fails,
+// Recover finishes an apply that an earlier process did not complete. If the state file holds
+// a desired spec newer than the current one, Recover applies it again. If that fails, it
 // writes the current spec's files again and records the desired version as rejected.
 func (m *Manager) Recover(ctx context.Context) error {
 	m.mu.Lock()
@@ -223,7 +223,7 @@ func checkFiles(files []*fleetplanev1.RenderedFile) ([]string, []fs.FileMode, er
 // recordWorkloads logs the parts of a spec that this agent does not act on yet.
 func (m *Manager) recordWorkloads(ctx context.Context, spec *fleetplanev1.RenderedDeviceSpec) {
 	// TODO: switch the OS image, run applications, watch systemd units and evaluate resource
-	// monitors; they are only logged until the agent has a container runtime and an OS updater.
+	// monitors. Until the agent has a container runtime and an OS updater, it only logs them.
 	if spec.GetOs().GetImage() == "" && len(spec.GetApplications()) == 0 &&
 		len(spec.GetSystemd().GetMatchPatterns()) == 0 && len(spec.GetResources()) == 0 {
 		return
