@@ -387,3 +387,57 @@ func templateVersions(t *testing.T, st store.Store) []string {
 	})
 	return names
 }
+
+func TestFleetValidateRepositoryCreated(t *testing.T) {
+	st := openStore(t)
+	r := newRunner(Deps{Store: st})
+	f := fleet("f", map[string]string{"a": "1"}, "")
+	f.Spec.Template.Spec = gitSpec("repo")
+	create(t, st, f)
+	drain(t, st, r)
+	if c := condition(getFleet(t, st, "f").GetStatus().GetConditions(), ConditionValid); c.GetStatus() != statusFalse {
+		t.Fatalf("Valid without the repository = %v, want False", c)
+	}
+
+	create(t, st, repository("repo"))
+	drain(t, st, r)
+
+	c := condition(getFleet(t, st, "f").GetStatus().GetConditions(), ConditionValid)
+	if c.GetStatus() != statusTrue {
+		t.Errorf("Valid after creating the repository = %v, want True", c)
+	}
+}
+
+func TestFleetValidateRepositoryType(t *testing.T) {
+	st := openStore(t)
+	r := newRunner(Deps{Store: st})
+	repo := repository("repo")
+	repo.Spec.Type = "http"
+	create(t, st, repo)
+	f := fleet("f", map[string]string{"a": "1"}, "")
+	f.Spec.Template.Spec = gitSpec("repo")
+	create(t, st, f)
+
+	drain(t, st, r)
+
+	c := condition(getFleet(t, st, "f").GetStatus().GetConditions(), ConditionValid)
+	want := `repository "repo" has type "http", but gitRef needs a git repository`
+	if c.GetStatus() != statusFalse || !strings.Contains(c.GetMessage(), want) {
+		t.Errorf("Valid = %v, want False containing %q", c, want)
+	}
+}
+
+func TestFleetValidateMissingTemplate(t *testing.T) {
+	st := openStore(t)
+	r := newRunner(Deps{Store: st})
+	f := fleet("f", map[string]string{"a": "1"}, "")
+	f.Spec.Template = nil
+	create(t, st, f)
+
+	drain(t, st, r)
+
+	c := condition(getFleet(t, st, "f").GetStatus().GetConditions(), ConditionValid)
+	if c.GetStatus() != statusFalse || !strings.Contains(c.GetMessage(), "spec.template.spec is missing") {
+		t.Errorf("Valid = %v, want False naming spec.template.spec", c)
+	}
+}
