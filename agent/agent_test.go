@@ -469,3 +469,34 @@ func TestAgentBackoffResetsAfterStableStream(t *testing.T) {
 		})
 	}
 }
+
+func TestAgentFinishesInterruptedApply(t *testing.T) {
+	f := agenttest.New(t)
+	data, root := t.TempDir(), t.TempDir()
+	// The state a process leaves when it dies while applying version 2 over version 1.
+	state := `{
+  "current": {"renderedVersion": "1", "files": [{"path": "/a", "content": "MQ=="}]},
+  "current_files": ["/a"],
+  "desired": {"renderedVersion": "2", "files": [{"path": "/b", "content": "Mg=="}]}
+}`
+	if err := os.WriteFile(filepath.Join(data, apply.StateFileName), []byte(state), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "a"), []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ta := newTestAgent(t, f, data, root, nil)
+	ta.start(t)
+
+	s := f.NextStream(t)
+
+	if got := s.Hello.GetRenderedVersion(); got != "2" {
+		t.Errorf("hello version = %q, want 2 (the interrupted apply finished first)", got)
+	}
+	if got, _ := os.ReadFile(filepath.Join(root, "b")); string(got) != "2" {
+		t.Errorf("b = %q, want 2", got)
+	}
+	if _, err := os.Stat(filepath.Join(root, "a")); err == nil {
+		t.Error("a of version 1 still exists after version 2 was applied")
+	}
+}
