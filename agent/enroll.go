@@ -30,6 +30,9 @@ func (a *Agent) enroll(ctx context.Context) error {
 	hookDone := false
 	for {
 		state, err := a.enrollStep(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		switch {
 		case err != nil && isPermanentEnrollError(err):
 			return err
