@@ -1,0 +1,240 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	fleetplanev1 "github.com/fleetplane/fleetplane/gen/fleetplane/v1"
+	"github.com/fleetplane/fleetplane/gen/fleetplane/v1/fleetplanev1connect"
+	"github.com/fleetplane/fleetplane/server/tasks"
+	"github.com/fleetplane/fleetplane/store"
+	"github.com/fleetplane/fleetplane/store/sqlite"
+)
+
+// testServer is a Server on a real SQLite file, served over HTTP on 127.0.0.1.
+type testServer struct {
+	srv   *Server
+	store store.Store
+	url   string
+	addr  string
+}
+
+// startServer starts a server and stops it when the test ends. configure, if set, changes the
+// Config and the Server before it serves.
+func startServer(t *testing.T, configure func(*Config)) *testServer {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "fleetplane.db"),
+		sqlite.Options{ChangeHook: tasks.Hook})
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	cfg := Config{Store: st}
+	if configure != nil {
+		configure(&cfg)
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	srv.pollInterval = 50 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	serveCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(serveCtx, ln) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		if err := st.Close(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
+	})
+	return &testServer{srv: srv, store: st, url: "http://" + ln.Addr().String(),
+		addr: ln.Addr().String()}
+}
+
+// h2cClient returns an HTTP client that speaks unencrypted HTTP/2, as gRPC needs.
+func h2cClient() *http.Client {
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: &protocols}}
+}
+
+// protocols lists the client options of the three protocols, with the HTTP client each needs.
+var protocols = []struct {
+	name   string
+	client func() *http.Client
+	opts   []connect.ClientOption
+}{
+	{"connect", func() *http.Client { return http.DefaultClient }, nil},
+	{"grpc", h2cClient, []connect.ClientOption{connect.WithGRPC()}},
+	{"grpcweb", func() *http.Client { return http.DefaultClient },
+		[]connect.ClientOption{connect.WithGRPCWeb()}},
+}
+
+func (ts *testServer) devices(opts ...connect.ClientOption) fleetplanev1connect.DeviceServiceClient {
+	return fleetplanev1connect.NewDeviceServiceClient(http.DefaultClient, ts.url, opts...)
+}
+
+func (ts *testServer) fleets() fleetplanev1connect.FleetServiceClient {
+	return fleetplanev1connect.NewFleetServiceClient(http.DefaultClient, ts.url)
+}
+
+func (ts *testServer) repositories() fleetplanev1connect.RepositoryServiceClient {
+	return fleetplanev1connect.NewRepositoryServiceClient(http.DefaultClient, ts.url)
+}
+
+func (ts *testServer) enrollments() fleetplanev1connect.EnrollmentRequestServiceClient {
+	return fleetplanev1connect.NewEnrollmentRequestServiceClient(http.DefaultClient, ts.url)
+}
+
+func (ts *testServer) events() fleetplanev1connect.EventServiceClient {
+	return fleetplanev1connect.NewEventServiceClient(http.DefaultClient, ts.url)
+}
+
+// wantCode fails the test unless err has the Connect code want.
+func wantCode(t *testing.T, err error, want connect.Code) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got no error, want %v", want)
+	}
+	if got := connect.CodeOf(err); got != want {
+		t.Fatalf("got code %v (%v), want %v", got, err, want)
+	}
+}
+
+func newDevice(name string, labels map[string]string) *fleetplanev1.Device {
+	return &fleetplanev1.Device{
+		Metadata: &fleetplanev1.ObjectMeta{Name: name, Labels: labels},
+		Spec:     &fleetplanev1.DeviceSpec{Os: &fleetplanev1.DeviceOsSpec{Image: "os:1"}},
+	}
+}
+
+func createDevice(t *testing.T, ts *testServer, d *fleetplanev1.Device) *fleetplanev1.Device {
+	t.Helper()
+	resp, err := ts.devices().CreateDevice(context.Background(),
+		connect.NewRequest(&fleetplanev1.CreateDeviceRequest{Device: d}))
+	if err != nil {
+		t.Fatalf("CreateDevice %s: %v", d.GetMetadata().GetName(), err)
+	}
+	return resp.Msg.GetDevice()
+}
+
+func TestNewWithoutStore(t *testing.T) {
+	_, err := New(Config{})
+	if err == nil {
+		t.Fatal("New without a store returned no error")
+	}
+}
+
+func TestMountAfterHandlerPanics(t *testing.T) {
+	ts := startServer(t, nil)
+	ts.srv.Handler()
+	defer func() {
+		if recover() == nil {
+			t.Error("Mount after Handler did not panic")
+		}
+	}()
+	ts.srv.Mount("/extra", http.NotFoundHandler())
+}
+
+func TestMountServesExtraHandler(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv, err := New(Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Mount("/extra/", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusTeapot)
+	}))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+
+	resp, err := http.Get("http://" + ln.Addr().String() + "/extra/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTeapot {
+		t.Errorf("status = %d, want %d", resp.StatusCode, http.StatusTeapot)
+	}
+}
+
+func TestListenAndServeStopsOnCancel(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	dir := filepath.Join(t.TempDir(), "data")
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ListenAndServe(ctx, Options{ListenAddr: addr, DataDir: dir}) }()
+
+	client := fleetplanev1connect.NewDeviceServiceClient(http.DefaultClient, "http://"+addr)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := client.ListDevices(ctx, connect.NewRequest(&fleetplanev1.ListDevicesRequest{}))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server did not answer: %v", err)
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("ListenAndServe returned early: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Errorf("ListenAndServe = %v, want nil", err)
+	}
+}
+
+func TestPanicIsInternal(t *testing.T) {
+	ts := startServer(t, func(cfg *Config) {
+		cfg.Hooks.ValidateTemplate = func(*fleetplanev1.DeviceTemplate) []error { panic("boom") }
+	})
+	ctx := context.Background()
+	_, err := ts.fleets().CreateFleet(ctx, connect.NewRequest(&fleetplanev1.CreateFleetRequest{
+		Fleet: &fleetplanev1.Fleet{Metadata: &fleetplanev1.ObjectMeta{Name: "f"}}}))
+	wantCode(t, err, connect.CodeInternal)
+	if msg := connect.NewError(connect.CodeInternal, errors.New(msgInternal)).Message(); err != nil &&
+		err.(*connect.Error).Message() != msg {
+		t.Errorf("message = %q, want %q", err.(*connect.Error).Message(), msg)
+	}
+
+	_, err = ts.devices().ListDevices(ctx, connect.NewRequest(&fleetplanev1.ListDevicesRequest{}))
+	if err != nil {
+		t.Errorf("ListDevices after a panic: %v", err)
+	}
+}
