@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -86,6 +87,11 @@ func (r *resource[T]) list(ctx context.Context, opts *fleetplanev1.ListOptions) 
 		})
 		return err
 	})
+	if errors.Is(err, store.ErrInvalidArgument) && opts.GetPageToken() != "" {
+		// The selectors were checked above, so the page token is what the store rejected.
+		return nil, invalidArgument("options.pageToken", "malformed page token; copy "+
+			"nextPageToken from the previous response or list again without a token")
+	}
 	if err != nil {
 		return nil, err
 	}
