@@ -191,7 +191,7 @@ func (h *enrollmentService) DeleteEnrollmentRequest(ctx context.Context, req *co
 }
 
 func (h *enrollmentService) WatchEnrollmentRequests(ctx context.Context, req *connect.Request[fleetplanev1.WatchEnrollmentRequestsRequest], stream *connect.ServerStream[fleetplanev1.WatchEnrollmentRequestsResponse]) error {
-	return h.r.watch(ctx, req.Msg.GetOptions(),
+	return h.r.watch(ctx, req.Msg.GetOptions(), func() error { return stream.Send(nil) },
 		func(typ fleetplanev1.WatchEventType, obj *fleetplanev1.EnrollmentRequest, version int64) error {
 			return stream.Send(&fleetplanev1.WatchEnrollmentRequestsResponse{
 				Type: typ, EnrollmentRequest: obj, ResourceVersion: formatVersion(version)})

@@ -41,7 +41,7 @@ func (h *templateVersionService) DeleteTemplateVersion(ctx context.Context, req 
 }
 
 func (h *templateVersionService) WatchTemplateVersions(ctx context.Context, req *connect.Request[fleetplanev1.WatchTemplateVersionsRequest], stream *connect.ServerStream[fleetplanev1.WatchTemplateVersionsResponse]) error {
-	return h.r.watch(ctx, req.Msg.GetOptions(),
+	return h.r.watch(ctx, req.Msg.GetOptions(), func() error { return stream.Send(nil) },
 		func(typ fleetplanev1.WatchEventType, obj *fleetplanev1.TemplateVersion, version int64) error {
 			return stream.Send(&fleetplanev1.WatchTemplateVersionsResponse{
 				Type: typ, TemplateVersion: obj, ResourceVersion: formatVersion(version)})
@@ -94,7 +94,7 @@ func (h *resourceSyncService) DeleteResourceSync(ctx context.Context, req *conne
 }
 
 func (h *resourceSyncService) WatchResourceSyncs(ctx context.Context, req *connect.Request[fleetplanev1.WatchResourceSyncsRequest], stream *connect.ServerStream[fleetplanev1.WatchResourceSyncsResponse]) error {
-	return h.r.watch(ctx, req.Msg.GetOptions(),
+	return h.r.watch(ctx, req.Msg.GetOptions(), func() error { return stream.Send(nil) },
 		func(typ fleetplanev1.WatchEventType, obj *fleetplanev1.ResourceSync, version int64) error {
 			return stream.Send(&fleetplanev1.WatchResourceSyncsResponse{
 				Type: typ, ResourceSync: obj, ResourceVersion: formatVersion(version)})
@@ -116,7 +116,7 @@ func (h *eventService) ListEvents(ctx context.Context, req *connect.Request[flee
 }
 
 func (h *eventService) WatchEvents(ctx context.Context, req *connect.Request[fleetplanev1.WatchEventsRequest], stream *connect.ServerStream[fleetplanev1.WatchEventsResponse]) error {
-	return h.r.watch(ctx, req.Msg.GetOptions(),
+	return h.r.watch(ctx, req.Msg.GetOptions(), func() error { return stream.Send(nil) },
 		func(typ fleetplanev1.WatchEventType, obj *fleetplanev1.Event, version int64) error {
 			return stream.Send(&fleetplanev1.WatchEventsResponse{
 				Type: typ, Event: obj, ResourceVersion: formatVersion(version)})

@@ -110,7 +110,7 @@ func (h *repositoryService) DeleteRepositories(ctx context.Context, _ *connect.R
 }
 
 func (h *repositoryService) WatchRepositories(ctx context.Context, req *connect.Request[fleetplanev1.WatchRepositoriesRequest], stream *connect.ServerStream[fleetplanev1.WatchRepositoriesResponse]) error {
-	return h.r.watch(ctx, req.Msg.GetOptions(),
+	return h.r.watch(ctx, req.Msg.GetOptions(), func() error { return stream.Send(nil) },
 		func(typ fleetplanev1.WatchEventType, obj *fleetplanev1.Repository, version int64) error {
 			return stream.Send(&fleetplanev1.WatchRepositoriesResponse{
 				Type: typ, Repository: obj, ResourceVersion: formatVersion(version)})

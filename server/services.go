@@ -134,7 +134,7 @@ func (h *deviceService) DeleteDevices(ctx context.Context, _ *connect.Request[fl
 }
 
 func (h *deviceService) WatchDevices(ctx context.Context, req *connect.Request[fleetplanev1.WatchDevicesRequest], stream *connect.ServerStream[fleetplanev1.WatchDevicesResponse]) error {
-	return h.r.watch(ctx, req.Msg.GetOptions(),
+	return h.r.watch(ctx, req.Msg.GetOptions(), func() error { return stream.Send(nil) },
 		func(typ fleetplanev1.WatchEventType, obj *fleetplanev1.Device, version int64) error {
 			return stream.Send(&fleetplanev1.WatchDevicesResponse{
 				Type: typ, Device: obj, ResourceVersion: formatVersion(version)})
@@ -244,7 +244,7 @@ func (h *fleetService) DeleteFleets(ctx context.Context, _ *connect.Request[flee
 }
 
 func (h *fleetService) WatchFleets(ctx context.Context, req *connect.Request[fleetplanev1.WatchFleetsRequest], stream *connect.ServerStream[fleetplanev1.WatchFleetsResponse]) error {
-	return h.r.watch(ctx, req.Msg.GetOptions(),
+	return h.r.watch(ctx, req.Msg.GetOptions(), func() error { return stream.Send(nil) },
 		func(typ fleetplanev1.WatchEventType, obj *fleetplanev1.Fleet, version int64) error {
 			return stream.Send(&fleetplanev1.WatchFleetsResponse{
 				Type: typ, Fleet: obj, ResourceVersion: formatVersion(version)})

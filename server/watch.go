@@ -22,8 +22,14 @@ type watchSend[T store.Object] func(typ fleetplanev1.WatchEventType, obj T, vers
 // watch streams the changes of r's kind after opts.resource_version (after the latest version
 // when it is empty) that match the selectors, until ctx ends. It wakes up on every local commit
 // through Store.Subscribe, polls every pollInterval for commits of other replicas, and sends a
-// bookmark every bookmarkInterval.
-func (r *resource[T]) watch(ctx context.Context, opts *fleetplanev1.WatchOptions, send watchSend[T]) error {
+// bookmark every bookmarkInterval. sendHeaders sends the response headers, so that a client
+// knows the watch started before the first change arrives.
+func (r *resource[T]) watch(
+	ctx context.Context,
+	opts *fleetplanev1.WatchOptions,
+	sendHeaders func() error,
+	send watchSend[T],
+) error {
 	if err := r.checkSelectors(opts.GetLabelSelector(), opts.GetFieldSelector()); err != nil {
 		return err
 	}
@@ -37,6 +43,9 @@ func (r *resource[T]) watch(ctx context.Context, opts *fleetplanev1.WatchOptions
 	after, err := r.watchStart(ctx, opts.GetResourceVersion())
 	if err != nil {
 		return err
+	}
+	if err := sendHeaders(); err != nil {
+		return streamError(ctx, err)
 	}
 	poll := time.NewTicker(r.s.pollInterval)
 	defer poll.Stop()
