@@ -1,0 +1,3 @@
+// Package postgres is the multi-replica Store backend, on PostgreSQL or CockroachDB through
+// pgx.
+package postgres
