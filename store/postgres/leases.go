@@ -38,7 +38,7 @@ func scanLease(row pgx.Row) (store.Lease, error) {
 	return l, err
 }
 
-// getLease returns the lease row of shard; found is false when the shard never had one.
+// getLease returns the lease row of shard, with found false when the shard never had one.
 func (t *tx) getLease(ctx context.Context, shard int) (l store.Lease, found bool, err error) {
 	l, err = scanLease(t.queryRow(ctx,
 		`SELECT shard, owner, epoch, expires_at FROM shard_leases WHERE shard = $1`, shard))

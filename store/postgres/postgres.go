@@ -21,7 +21,7 @@ import (
 )
 
 // DefaultMaxRetries is how often InTx retries a transaction after serialization failures
-// before it gives up, unless Options.MaxRetries says otherwise.
+// before it gives up, unless Options.MaxRetries sets another number.
 const DefaultMaxRetries = 30
 
 // Retry backoff: the n-th retry waits a random time up to min(retryBackoffBase << n,
@@ -185,8 +185,8 @@ func (s *Store) init(ctx context.Context, shardCount int) error {
 }
 
 // InTx runs fn in one SERIALIZABLE transaction. When the database reports a serialization
-// failure (SQLSTATE 40001), during fn or at commit, the whole transaction runs again with a
-// new tx, up to MaxRetries times; see the package documentation.
+// failure (SQLSTATE 40001) during fn or at commit, fn runs again in a new transaction, up to
+// MaxRetries times. The package documentation explains the retries.
 func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx store.Tx) error) error {
 	var t *tx
 	attempt := 0

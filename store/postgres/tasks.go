@@ -118,6 +118,7 @@ func (t *tx) ClaimTasks(ctx context.Context, shards []int, now time.Time, limit 
 	if len(tasks) == 0 {
 		return nil, nil
 	}
+
 	kinds := make([]string, len(tasks))
 	keys := make([]string, len(tasks))
 	for i := range tasks {
@@ -241,6 +242,7 @@ func (t *tx) ListTasks(ctx context.Context, filter store.TaskFilter) ([]store.Ta
 		return nil, "", fmt.Errorf("list tasks: %w", err)
 	}
 	limit := pageSize(filter.Limit)
+
 	rows, err := t.query(ctx, `SELECT `+taskColumns+` FROM tasks
 		WHERE (kind, key) > ($1, $2) AND ($3 = '' OR kind = $3) AND ($4 = '' OR state = $4)
 		ORDER BY kind, key LIMIT $5`,

@@ -52,8 +52,8 @@ func VersionTime(version int64) time.Time {
 }
 
 // VersionsIn returns the width of a range of versions that spans d of wall-clock time. A
-// watcher that re-reads the change log from cursor - VersionsIn(window) sees commits that
-// arrive up to window late (see doc.go).
+// watcher that re-reads the change log from cursor - VersionsIn(window) receives changes
+// that commit up to window late (see doc.go).
 func VersionsIn(d time.Duration) int64 {
 	return d.Microseconds() << nodeBits
 }
