@@ -1,0 +1,54 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+
+	"github.com/fleetplane/fleetplane/gen/fleetplane/v1/fleetplanev1connect"
+	"github.com/fleetplane/fleetplane/store/sqlite"
+)
+
+// FuzzCreateJSON sends random bytes as the Connect JSON body of CreateFleet and CreateDevice
+// and checks that no request is answered with a 500, which would mean an internal error.
+func FuzzCreateJSON(f *testing.F) {
+	for _, seed := range []string{
+		`{}`,
+		`{"device":{"metadata":{"name":"a"},"spec":{"config":[{"name":"c","inline":[{"path":"/x","contentEncoding":"base64","content":"eA=="}]}]}}}`,
+		`{"fleet":{"metadata":{"name":"f"},"spec":{"selector":{"matchExpressions":[{"key":"a","operator":"In","values":["b"]}]},"template":{"spec":{"os":{"image":"{{ .metadata.name }}"}}},"rolloutPolicy":{"deviceSelection":{"sequence":[{"limit":"20%"},{"limit":3}]}}}}}`,
+		`{"fleet":{"spec":{"rolloutPolicy":{"deviceSelection":{"sequence":[{"limit":{"x":1}}]}}}}}`,
+		`{"device":{"metadata":{"name":"a","labels":{"k":"v"}},"status":{"summary":{"status":"Online"}}}}`,
+		`{"device":null}`,
+		`[]`,
+	} {
+		f.Add([]byte(seed))
+	}
+	st, err := sqlite.Open(context.Background(), filepath.Join(f.TempDir(), "fuzz.db"), sqlite.Options{})
+	if err != nil {
+		f.Fatalf("open store: %v", err)
+	}
+	defer st.Close()
+	srv, err := New(Config{Store: st})
+	if err != nil {
+		f.Fatalf("New: %v", err)
+	}
+	handler := srv.Handler()
+	procedures := []string{
+		fleetplanev1connect.FleetServiceCreateFleetProcedure,
+		fleetplanev1connect.DeviceServiceCreateDeviceProcedure,
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, procedure := range procedures {
+			req := httptest.NewRequest(http.MethodPost, procedure, bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			rec := httptest.NewRecorder()
+			handler.ServeHTTP(rec, req)
+			if rec.Code >= 500 {
+				t.Errorf("%s answered %d: %s", procedure, rec.Code, rec.Body.String())
+			}
+		}
+	})
+}
