@@ -36,6 +36,7 @@ type env struct {
 	t     testing.TB
 	store store.Store
 	ca    *identity.CA
+	caDir string
 	svc   *Service
 	url   string
 }
@@ -49,7 +50,8 @@ func newEnv(t testing.TB, change func(*Config)) *env {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { st.Close() })
-	ca, err := identity.LoadOrCreateCA(filepath.Join(dir, "ca"))
+	caDir := filepath.Join(dir, "ca")
+	ca, err := identity.LoadOrCreateCA(caDir)
 	if err != nil {
 		t.Fatalf("load CA: %v", err)
 	}
@@ -85,7 +87,7 @@ func newEnv(t testing.TB, change func(*Config)) *env {
 		cancel()
 		<-runDone
 	})
-	return &env{t: t, store: st, ca: ca, svc: svc, url: "https://" + ln.Addr().String()}
+	return &env{t: t, store: st, ca: ca, caDir: caDir, svc: svc, url: "https://" + ln.Addr().String()}
 }
 
 func (e *env) inTx(fn func(ctx context.Context, tx store.Tx) error) {

@@ -296,7 +296,7 @@ func TestHandshakeForeignCA(t *testing.T) {
 	addr := serveTLS(t, ca, deviceEcho())
 	now := time.Now()
 	cert := clientCert(t, foreign, "device-a", now.Add(-time.Hour), now.Add(time.Hour))
-	_, err := get(t, ca, addr, cert)
+	err := handshakeError(t, ca, addr, cert)
 	if err == nil || !strings.Contains(err.Error(), "unknown certificate authority") {
 		t.Fatalf("request with a foreign certificate: error = %v, want unknown certificate authority", err)
 	}
@@ -307,7 +307,7 @@ func TestHandshakeExpiredCert(t *testing.T) {
 	addr := serveTLS(t, ca, deviceEcho())
 	now := time.Now()
 	cert := clientCert(t, ca, "device-a", now.Add(-48*time.Hour), now.Add(-24*time.Hour))
-	_, err := get(t, ca, addr, cert)
+	err := handshakeError(t, ca, addr, cert)
 	if err == nil || !strings.Contains(err.Error(), "expired certificate") {
 		t.Fatalf("request with an expired certificate: error = %v, want expired certificate", err)
 	}
@@ -347,4 +347,19 @@ func TestPublicKeySHA256(t *testing.T) {
 	if a == b {
 		t.Error("two keys have the same hash")
 	}
+}
+
+// handshakeError connects with cert and returns the TLS error. With TLS 1.3 the server checks
+// the client certificate after the client has finished its side of the handshake, so the
+// server's alert arrives on the first read.
+func handshakeError(t *testing.T, ca *CA, addr string, cert tls.Certificate) error {
+	t.Helper()
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = conn.Read(make([]byte, 1))
+	return err
 }
