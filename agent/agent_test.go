@@ -500,3 +500,18 @@ func TestAgentFinishesInterruptedApply(t *testing.T) {
 		t.Error("a of version 1 still exists after version 2 was applied")
 	}
 }
+
+func TestAgentNameTakenByAnotherKey(t *testing.T) {
+	f := agenttest.New(t)
+	f.SetApproval(agenttest.Pending)
+	first := newTestAgent(t, f, t.TempDir(), t.TempDir(), func(c *Config) { c.Name = "gw-1" })
+	first.start(t)
+	waitFor(t, "the first enrollment", func() bool { return f.EnrollRequest("gw-1") != nil })
+	second := newTestAgent(t, f, t.TempDir(), t.TempDir(), func(c *Config) { c.Name = "gw-1" })
+
+	err := second.Run(context.Background())
+
+	if err == nil || !strings.Contains(err.Error(), "taken by another device") {
+		t.Errorf("Run error = %v, want one saying the name is taken", err)
+	}
+}

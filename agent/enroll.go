@@ -73,9 +73,13 @@ func (a *Agent) enrollStep(ctx context.Context) (string, error) {
 			Name:            a.id.name,
 			PublicKeySha256: a.id.keySHA256,
 		}))
-	if connect.CodeOf(err) == connect.CodeNotFound {
+	switch connect.CodeOf(err) {
+	case connect.CodeNotFound:
 		a.log.WarnContext(ctx, "server has no enrollment request for the device; submitting again")
 		return "", a.id.markSubmitted(false)
+	case connect.CodePermissionDenied, connect.CodeInvalidArgument:
+		// The request under this name belongs to another key.
+		return "", &permanentError{err: fmt.Errorf("get enrollment certificate: %w", err)}
 	}
 	if err != nil {
 		return "", fmt.Errorf("get enrollment certificate: %w", err)
@@ -108,7 +112,10 @@ func (a *Agent) submitEnrollment(ctx context.Context) error {
 	}))
 	switch connect.CodeOf(err) {
 	case connect.CodeAlreadyExists:
-		a.log.InfoContext(ctx, "enrollment request already submitted")
+		// The server returns the state of a request from the same key, so this one is from
+		// another key.
+		return &permanentError{err: fmt.Errorf("enroll: device name %q is taken by another "+
+			"device: start the agent with another --name: %w", a.id.name, err)}
 	case connect.CodeInvalidArgument, connect.CodeFailedPrecondition, connect.CodePermissionDenied:
 		return &permanentError{err: fmt.Errorf("enroll: %w", err)}
 	default:

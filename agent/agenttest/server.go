@@ -229,6 +229,9 @@ func (f *Server) Enroll(
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.enrollCalls++
+	if old, ok := f.enrolled[req.Msg.GetName()]; ok && keySHA256(old.GetCsr()) != keySHA256(req.Msg.GetCsr()) {
+		return nil, connect.NewError(connect.CodeAlreadyExists, errors.New("enrollment request exists for another key"))
+	}
 	f.enrolled[req.Msg.GetName()] = req.Msg
 	return connect.NewResponse(&fleetplanev1.EnrollResponse{State: Pending}), nil
 }
@@ -251,10 +254,8 @@ func (f *Server) GetEnrollmentCertificate(
 	if err != nil {
 		return nil, notFound
 	}
-	der, _ := x509.MarshalPKIXPublicKey(csr.PublicKey)
-	sum := sha256.Sum256(der)
-	if hex.EncodeToString(sum[:]) != req.Msg.GetPublicKeySha256() {
-		return nil, notFound
+	if keySHA256(er.GetCsr()) != req.Msg.GetPublicKeySha256() {
+		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("public key does not match"))
 	}
 	state := f.approval
 	if f.approved[name] {
@@ -278,4 +279,18 @@ func parseCSR(csrPEM string) (*x509.CertificateRequest, error) {
 		return nil, errors.New("not PEM")
 	}
 	return x509.ParseCertificateRequest(block.Bytes)
+}
+
+// keySHA256 returns the hex SHA-256 of the public key of a PEM CSR, or "" when it does not parse.
+func keySHA256(csrPEM string) string {
+	csr, err := parseCSR(csrPEM)
+	if err != nil {
+		return ""
+	}
+	der, err := x509.MarshalPKIXPublicKey(csr.PublicKey)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
 }
