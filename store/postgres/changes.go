@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fleetplane/fleetplane/store"
@@ -15,20 +17,40 @@ import (
 // that a watcher that falls briefly behind can still resume.
 const MinChangesKept = 10000
 
-// appendChange inserts c into the change log and runs the change hook. A hook failure is
-// also kept in t so that InTx rolls back.
-func (t *tx) appendChange(ctx context.Context, c store.Change) error {
+// withChange returns a statement that runs mutation, a statement on the resources table with
+// nargs parameters and without a RETURNING clause, and inserts a change-log entry from
+// parameters nargs+1 to nargs+7 when mutation wrote a row. One statement saves a round trip
+// on every write.
+func withChange(mutation string, nargs int) string {
+	p := func(i int) string { return "$" + strconv.Itoa(nargs+i) }
+	return `WITH written AS (` + mutation + ` RETURNING 1)
+		INSERT INTO changes (id, version, kind, name, type, object, created_at)
+		SELECT ` + strings.Join([]string{p(1), p(2), p(3), p(4), p(5), p(6), p(7)}, ", ") +
+		` FROM written`
+}
+
+// writeChange runs q, made by withChange, with the mutation's args and the entry for c. It
+// returns false when the mutation wrote no row, and then logs no change.
+func (t *tx) writeChange(ctx context.Context, q string, args []any, c store.Change) (bool, error) {
 	b, err := marshal.Marshal(c.Object)
 	if err != nil {
-		return fmt.Errorf("encode change %d: %w", c.Version, err)
+		return false, fmt.Errorf("encode change %d: %w", c.Version, err)
 	}
-	_, err = t.exec(ctx, `INSERT INTO changes (id, version, kind, name, type, object, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		newUUID(), c.Version, c.Kind, c.Name, int16(c.Type), b, time.Now().UnixNano())
+	args = append(args, newUUID(), c.Version, c.Kind, c.Name, int16(c.Type), b,
+		time.Now().UnixNano())
+	tag, err := t.exec(ctx, q, args...)
 	if err != nil {
-		return fmt.Errorf("append change %d: %w", c.Version, err)
+		return false, err
+	}
+	if tag.RowsAffected() == 0 {
+		return false, nil
 	}
 	t.notify = true
+	return true, nil
+}
+
+// runHook runs the change hook on c. A hook failure is also kept in t so that InTx rolls back.
+func (t *tx) runHook(ctx context.Context, c store.Change) error {
 	if t.s.hook == nil {
 		return nil
 	}

@@ -15,13 +15,22 @@ import (
 const (
 	qGetResource = `SELECT ` + resourceColumns + ` ` + resourceFrom +
 		` WHERE r.kind = $1 AND r.name = $2`
-	qInsertResource = `INSERT INTO resources (kind, name, labels, annotations, owner,
+	// ON CONFLICT DO NOTHING reports a taken name without failing the transaction.
+	qCreateResource = `INSERT INTO resources (kind, name, labels, annotations, owner,
 			generation, resource_version, created_at, deleted_at, spec, status)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 		ON CONFLICT (kind, name) DO NOTHING`
 	qUpdateResource = `UPDATE resources SET labels = $3, annotations = $4, owner = $5,
 			generation = $6, resource_version = $7, deleted_at = $8, spec = $9, status = $10
 		WHERE kind = $1 AND name = $2`
+	qDeleteResource = `DELETE FROM resources WHERE kind = $1 AND name = $2`
+)
+
+// The resource writes, each with its change-log entry in the same statement.
+var (
+	qCreateWithChange = withChange(qCreateResource, 11)
+	qUpdateWithChange = withChange(qUpdateResource, 10)
+	qDeleteWithChange = withChange(qDeleteResource, 2)
 )
 
 // Get returns the named object, or ErrNotFound.
@@ -75,17 +84,9 @@ func (t *tx) Create(ctx context.Context, obj store.Object) (store.Object, error)
 		return nil, fmt.Errorf("create %s %q: encode status: %w", lower(kind), name, err)
 	}
 
-	// ON CONFLICT DO NOTHING reports a taken name without failing the transaction.
-	tag, err := t.exec(ctx, qInsertResource, row.kind, row.name, row.labels, row.annotations,
-		row.owner, row.generation, row.version, row.createdAt, row.deletedAt, row.spec, row.status)
-	if err != nil {
-		return nil, fmt.Errorf("create %s %q: %w", lower(kind), name, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return nil, fmt.Errorf("%s %q: %w; choose another name or update the existing one",
-			lower(kind), name, store.ErrAlreadyExists)
-	}
-	return t.logWrite(ctx, "create", row, nil, store.Added)
+	args := []any{row.kind, row.name, row.labels, row.annotations, row.owner, row.generation,
+		row.version, row.createdAt, row.deletedAt, row.spec, row.status}
+	return t.write(ctx, "create", qCreateWithChange, args, row, nil, store.Added)
 }
 
 // Update replaces labels, annotations, owner and spec, keeping status and creation time.
@@ -159,17 +160,17 @@ func (t *tx) update(
 	ctx context.Context, op string, row *resourceRow, old store.Object,
 ) (store.Object, error) {
 	row.version = t.s.clock.next(row.version)
-	_, err := t.exec(ctx, qUpdateResource, row.kind, row.name, row.labels, row.annotations,
-		row.owner, row.generation, row.version, row.deletedAt, row.spec, row.status)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s %q: %w", op, lower(row.kind), row.name, err)
-	}
-	return t.logWrite(ctx, op, row, old, store.Modified)
+	args := []any{row.kind, row.name, row.labels, row.annotations, row.owner, row.generation,
+		row.version, row.deletedAt, row.spec, row.status}
+	return t.write(ctx, op, qUpdateWithChange, args, row, old, store.Modified)
 }
 
-// logWrite appends the change that stored row to the change log and runs the change hook.
-func (t *tx) logWrite(
-	ctx context.Context, op string, row *resourceRow, old store.Object, typ store.ChangeType,
+// write runs q, made by withChange, to store row with its change-log entry, and then runs
+// the change hook. It returns ErrAlreadyExists when q wrote no row, which only a create can
+// cause, because update and delete read the row earlier in the transaction.
+func (t *tx) write(
+	ctx context.Context, op, q string, args []any, row *resourceRow, old store.Object,
+	typ store.ChangeType,
 ) (store.Object, error) {
 	// row holds everything the stored object has, including the device's last-seen time
 	// that Update and UpdateStatus copied from the stored row, so there is no need to read
@@ -178,10 +179,18 @@ func (t *tx) logWrite(
 	if err != nil {
 		return nil, err
 	}
-	err = t.appendChange(ctx, store.Change{
+	c := store.Change{
 		Version: row.version, Type: typ, Kind: row.kind, Name: row.name, Object: obj, Old: old,
-	})
+	}
+	written, err := t.writeChange(ctx, q, args, c)
 	if err != nil {
+		return nil, fmt.Errorf("%s %s %q: %w", op, lower(row.kind), row.name, err)
+	}
+	if !written {
+		return nil, fmt.Errorf("%s %q: %w; choose another name or update the existing one",
+			lower(row.kind), row.name, store.ErrAlreadyExists)
+	}
+	if err := t.runHook(ctx, c); err != nil {
 		return nil, fmt.Errorf("%s %s %q: %w", op, lower(row.kind), row.name, err)
 	}
 	return obj, nil
@@ -201,11 +210,6 @@ func (t *tx) Delete(ctx context.Context, kind, name string) (store.Object, error
 	if err != nil {
 		return nil, err
 	}
-	version := t.s.clock.next(stored.version)
-	_, err = t.exec(ctx, `DELETE FROM resources WHERE kind = $1 AND name = $2`, kind, name)
-	if err != nil {
-		return nil, fmt.Errorf("delete %s %q: %w", lower(kind), name, err)
-	}
 	if kind == store.KindDevice {
 		_, err = t.exec(ctx, `DELETE FROM device_last_seen WHERE name = $1`, name)
 		if err != nil {
@@ -213,12 +217,16 @@ func (t *tx) Delete(ctx context.Context, kind, name string) (store.Object, error
 		}
 	}
 
+	version := t.s.clock.next(stored.version)
 	obj := proto.Clone(old)
 	store.Meta(obj).ResourceVersion = strconv.FormatInt(version, 10)
-	err = t.appendChange(ctx, store.Change{
+	c := store.Change{
 		Version: version, Type: store.Deleted, Kind: kind, Name: name, Object: obj, Old: old,
-	})
-	if err != nil {
+	}
+	if _, err := t.writeChange(ctx, qDeleteWithChange, []any{kind, name}, c); err != nil {
+		return nil, fmt.Errorf("delete %s %q: %w", lower(kind), name, err)
+	}
+	if err := t.runHook(ctx, c); err != nil {
 		return nil, fmt.Errorf("delete %s %q: %w", lower(kind), name, err)
 	}
 	return obj, nil

@@ -46,6 +46,23 @@ func (t *tx) getTask(ctx context.Context, kind, key string) (store.Task, error) 
 	return task, nil
 }
 
+// qEnqueueTask inserts a pending task or coalesces with the existing row in one statement.
+// A running task is marked for a rerun, and its run_at then holds the rerun's time. A failed
+// task becomes pending with zero attempts. The run time becomes the earlier of the two, except
+// for a running task without a rerun, whose run_at is its current run's and is replaced. The
+// CTE reads the row as it was before the statement, to report whether it coalesced.
+const qEnqueueTask = `WITH existing AS (
+		SELECT 1 FROM tasks WHERE kind = $1 AND key = $2)
+	INSERT INTO tasks (` + taskColumns + `)
+	VALUES ($1, $2, $3, $4, 0, false, '', $6, $7)
+	ON CONFLICT (kind, key) DO UPDATE SET
+		rerun = tasks.rerun OR tasks.state = $5,
+		state = CASE WHEN tasks.state = $5 THEN tasks.state ELSE excluded.state END,
+		attempts = CASE WHEN tasks.state IN ($4, $5) THEN tasks.attempts ELSE 0 END,
+		run_at = CASE WHEN tasks.state = $5 AND NOT tasks.rerun THEN excluded.run_at
+			ELSE least(tasks.run_at, excluded.run_at) END
+	RETURNING (SELECT count(*) FROM existing) > 0`
+
 // EnqueueTask records that (kind, key) must run at or after runAt, coalescing with an existing
 // task. A failed task that is triggered again starts over with zero attempts.
 func (t *tx) EnqueueTask(ctx context.Context, kind, key string, runAt time.Time) (bool, error) {
@@ -56,43 +73,15 @@ func (t *tx) EnqueueTask(ctx context.Context, kind, key string, runAt time.Time)
 	if err := errors.Join(checkText("task kind", kind), checkText("task key", key)); err != nil {
 		return false, fmt.Errorf("enqueue task: %w", err)
 	}
-	task, err := t.getTask(ctx, kind, key)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		_, err = t.exec(ctx, `INSERT INTO tasks (`+taskColumns+`)
-			VALUES ($1, $2, $3, $4, 0, false, '', $5, $6)`,
-			kind, key, store.ShardOf(key, t.s.shardCount), string(store.TaskPending),
-			runAt.UnixNano(), time.Now().UnixNano())
-		if err != nil {
-			return false, fmt.Errorf("enqueue task %s %q: %w", kind, key, err)
-		}
-		t.notify = true
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("enqueue: %w", err)
-	}
-
-	at := runAt
-	if (task.State != store.TaskRunning || task.Rerun) && task.RunAt.Before(at) {
-		at = task.RunAt
-	}
-	switch task.State {
-	case store.TaskRunning:
-		// The rerun's run time waits in run_at until FinishTask makes the task pending.
-		_, err = t.exec(ctx, `UPDATE tasks SET rerun = true, run_at = $1
-			WHERE kind = $2 AND key = $3`, at.UnixNano(), kind, key)
-	case store.TaskPending:
-		_, err = t.exec(ctx, `UPDATE tasks SET run_at = $1 WHERE kind = $2 AND key = $3`,
-			at.UnixNano(), kind, key)
-	default:
-		_, err = t.exec(ctx, `UPDATE tasks SET state = $1, attempts = 0, run_at = $2
-			WHERE kind = $3 AND key = $4`, string(store.TaskPending), at.UnixNano(), kind, key)
-	}
+	var coalesced bool
+	err := t.queryRow(ctx, qEnqueueTask, kind, key, store.ShardOf(key, t.s.shardCount),
+		string(store.TaskPending), string(store.TaskRunning), runAt.UnixNano(),
+		time.Now().UnixNano()).Scan(&coalesced)
 	if err != nil {
 		return false, fmt.Errorf("enqueue task %s %q: %w", kind, key, err)
 	}
 	t.notify = true
-	return true, nil
+	return coalesced, nil
 }
 
 // ClaimTasks marks up to limit due pending tasks of shards as running, oldest run time first.
