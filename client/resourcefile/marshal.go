@@ -1,0 +1,72 @@
+package resourcefile
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	"github.com/fleetplane/fleetplane/client"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"sigs.k8s.io/yaml"
+)
+
+// Formats that Marshal writes.
+const (
+	FormatYAML = "yaml"
+	FormatJSON = "json"
+)
+
+// Marshal writes obj as YAML or JSON with camelCase field names, its status included. For a
+// resource it sets apiVersion and kind, so the output can be applied again.
+func Marshal(obj proto.Message, format string) ([]byte, error) {
+	obj = withKind(obj)
+	data, err := protojson.Marshal(obj)
+	if err != nil {
+		return nil, fmt.Errorf("marshal %s: %w", obj.ProtoReflect().Descriptor().Name(), err)
+	}
+	switch format {
+	case FormatJSON:
+		var out bytes.Buffer
+		if err := json.Indent(&out, data, "", "  "); err != nil {
+			return nil, fmt.Errorf("indent JSON: %w", err)
+		}
+		out.WriteByte('\n')
+		return out.Bytes(), nil
+	case FormatYAML:
+		return yaml.JSONToYAML(data)
+	}
+	return nil, fmt.Errorf("unknown output format %q; use yaml or json", format)
+}
+
+// withKind returns a copy of obj with apiVersion and kind set, or obj itself when it is not a
+// resource.
+func withKind(obj proto.Message) proto.Message {
+	kind := client.KindOf(obj)
+	fields := obj.ProtoReflect().Descriptor().Fields()
+	apiVersion, kindField := fields.ByName("api_version"), fields.ByName("kind")
+	if kind == nil || apiVersion == nil || kindField == nil {
+		return obj
+	}
+	out := proto.Clone(obj)
+	m := out.ProtoReflect()
+	m.Set(apiVersion, protoreflect.ValueOfString(client.APIVersion))
+	m.Set(kindField, protoreflect.ValueOfString(kind.Name))
+	return out
+}
+
+// metaName returns obj's metadata.name, or "" when it has none.
+func metaName(obj proto.Message) string {
+	m := obj.ProtoReflect()
+	fd := m.Descriptor().Fields().ByName("metadata")
+	if fd == nil || fd.Message() == nil || !m.Has(fd) {
+		return ""
+	}
+	meta := m.Get(fd).Message()
+	nameField := meta.Descriptor().Fields().ByName("name")
+	if nameField == nil {
+		return ""
+	}
+	return meta.Get(nameField).String()
+}
