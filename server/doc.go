@@ -23,10 +23,10 @@
 // same transaction.
 //
 // One generic type, resource[T], implements Get, List, Create, Update, Delete, DeleteAll and
-// Watch for every kind; the per-service types only translate messages and add kind rules:
-// devices owned by a fleet reject spec changes, repository credentials are write-only (cleared
-// in every response and watch event, kept on update when left empty), and enrollment approval
-// signs the CSR and creates the device.
+// Watch for every kind. The per-service types only translate messages and add the rules of
+// their kind. A device owned by a fleet rejects spec changes. Repository credentials are
+// write-only: every response and watch event has them cleared, and an update that leaves one
+// empty keeps the stored value. Enrollment approval signs the CSR and creates the device.
 //
 // # Error mapping
 //

@@ -35,7 +35,10 @@ type enrollmentService struct {
 
 // approve approves or denies the named request in one transaction. Approval signs the CSR,
 // creates the device with the approval labels and stores the certificate in the request.
-func (h *enrollmentService) approve(ctx context.Context, req *fleetplanev1.ApproveEnrollmentRequestRequest) (*fleetplanev1.EnrollmentRequest, error) {
+func (h *enrollmentService) approve(
+	ctx context.Context,
+	req *fleetplanev1.ApproveEnrollmentRequestRequest,
+) (*fleetplanev1.EnrollmentRequest, error) {
 	name := req.GetName()
 	if err := validation.Name("name", name).Err(); err != nil {
 		return nil, err
@@ -98,7 +101,12 @@ func decision(er *fleetplanev1.EnrollmentRequest) string {
 }
 
 // grant signs the request's CSR, creates its device and fills in the approved status.
-func (h *enrollmentService) grant(ctx context.Context, tx store.Tx, er *fleetplanev1.EnrollmentRequest, labels map[string]string) error {
+func (h *enrollmentService) grant(
+	ctx context.Context,
+	tx store.Tx,
+	er *fleetplanev1.EnrollmentRequest,
+	labels map[string]string,
+) error {
 	name := er.GetMetadata().GetName()
 	cert, err := h.s.signer.SignCSR([]byte(er.GetSpec().GetCsr()), name)
 	if err != nil {
@@ -117,7 +125,8 @@ func (h *enrollmentService) grant(ctx context.Context, tx store.Tx, er *fleetpla
 		}
 		return err
 	}
-	if err := h.r.recordFor(ctx, tx, store.KindDevice, name, "Created", "created by enrollment"); err != nil {
+	err = h.r.recordFor(ctx, tx, store.KindDevice, name, "Created", "created by enrollment")
+	if err != nil {
 		return err
 	}
 	status := statusOf(er)
@@ -150,15 +159,22 @@ func approval(approved bool, labels map[string]string) *fleetplanev1.EnrollmentR
 		ApprovedAt: timestamppb.Now()}
 }
 
-func (h *enrollmentService) ApproveEnrollmentRequest(ctx context.Context, req *connect.Request[fleetplanev1.ApproveEnrollmentRequestRequest]) (*connect.Response[fleetplanev1.ApproveEnrollmentRequestResponse], error) {
+func (h *enrollmentService) ApproveEnrollmentRequest(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.ApproveEnrollmentRequestRequest],
+) (*connect.Response[fleetplanev1.ApproveEnrollmentRequestResponse], error) {
 	obj, err := h.approve(ctx, req.Msg)
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&fleetplanev1.ApproveEnrollmentRequestResponse{EnrollmentRequest: obj}), nil
+	return connect.NewResponse(
+		&fleetplanev1.ApproveEnrollmentRequestResponse{EnrollmentRequest: obj}), nil
 }
 
-func (h *enrollmentService) GetEnrollmentRequest(ctx context.Context, req *connect.Request[fleetplanev1.GetEnrollmentRequestRequest]) (*connect.Response[fleetplanev1.GetEnrollmentRequestResponse], error) {
+func (h *enrollmentService) GetEnrollmentRequest(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.GetEnrollmentRequestRequest],
+) (*connect.Response[fleetplanev1.GetEnrollmentRequestResponse], error) {
 	obj, err := h.r.get(ctx, req.Msg.GetName())
 	if err != nil {
 		return nil, err
@@ -166,31 +182,46 @@ func (h *enrollmentService) GetEnrollmentRequest(ctx context.Context, req *conne
 	return connect.NewResponse(&fleetplanev1.GetEnrollmentRequestResponse{EnrollmentRequest: obj}), nil
 }
 
-func (h *enrollmentService) ListEnrollmentRequests(ctx context.Context, req *connect.Request[fleetplanev1.ListEnrollmentRequestsRequest]) (*connect.Response[fleetplanev1.ListEnrollmentRequestsResponse], error) {
+func (h *enrollmentService) ListEnrollmentRequests(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.ListEnrollmentRequestsRequest],
+) (*connect.Response[fleetplanev1.ListEnrollmentRequestsResponse], error) {
 	page, err := h.r.list(ctx, req.Msg.GetOptions())
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&fleetplanev1.ListEnrollmentRequestsResponse{EnrollmentRequests: page.items,
-		NextPageToken: page.nextPageToken, ResourceVersion: page.resourceVersion}), nil
+	return connect.NewResponse(&fleetplanev1.ListEnrollmentRequestsResponse{
+		EnrollmentRequests: page.items,
+		NextPageToken:      page.nextPageToken, ResourceVersion: page.resourceVersion}), nil
 }
 
-func (h *enrollmentService) CreateEnrollmentRequest(ctx context.Context, req *connect.Request[fleetplanev1.CreateEnrollmentRequestRequest]) (*connect.Response[fleetplanev1.CreateEnrollmentRequestResponse], error) {
+func (h *enrollmentService) CreateEnrollmentRequest(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.CreateEnrollmentRequestRequest],
+) (*connect.Response[fleetplanev1.CreateEnrollmentRequestResponse], error) {
 	obj, err := h.r.create(ctx, req.Msg.GetEnrollmentRequest())
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&fleetplanev1.CreateEnrollmentRequestResponse{EnrollmentRequest: obj}), nil
+	return connect.NewResponse(
+		&fleetplanev1.CreateEnrollmentRequestResponse{EnrollmentRequest: obj}), nil
 }
 
-func (h *enrollmentService) DeleteEnrollmentRequest(ctx context.Context, req *connect.Request[fleetplanev1.DeleteEnrollmentRequestRequest]) (*connect.Response[fleetplanev1.DeleteEnrollmentRequestResponse], error) {
+func (h *enrollmentService) DeleteEnrollmentRequest(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.DeleteEnrollmentRequestRequest],
+) (*connect.Response[fleetplanev1.DeleteEnrollmentRequestResponse], error) {
 	if err := h.r.delete(ctx, req.Msg.GetName()); err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&fleetplanev1.DeleteEnrollmentRequestResponse{}), nil
 }
 
-func (h *enrollmentService) WatchEnrollmentRequests(ctx context.Context, req *connect.Request[fleetplanev1.WatchEnrollmentRequestsRequest], stream *connect.ServerStream[fleetplanev1.WatchEnrollmentRequestsResponse]) error {
+func (h *enrollmentService) WatchEnrollmentRequests(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.WatchEnrollmentRequestsRequest],
+	stream *connect.ServerStream[fleetplanev1.WatchEnrollmentRequestsResponse],
+) error {
 	return h.r.watch(ctx, req.Msg.GetOptions(), func() error { return stream.Send(nil) },
 		func(typ fleetplanev1.WatchEventType, obj *fleetplanev1.EnrollmentRequest, version int64) error {
 			return stream.Send(&fleetplanev1.WatchEnrollmentRequestsResponse{

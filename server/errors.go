@@ -71,11 +71,15 @@ func (i errorInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	}
 }
 
-func (i errorInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+func (i errorInterceptor) WrapStreamingClient(
+	next connect.StreamingClientFunc,
+) connect.StreamingClientFunc {
 	return next
 }
 
-func (i errorInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+func (i errorInterceptor) WrapStreamingHandler(
+	next connect.StreamingHandlerFunc,
+) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		return i.s.toConnectError(ctx, conn.Spec().Procedure, next(ctx, conn))
 	}
@@ -94,11 +98,15 @@ func (i logInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	}
 }
 
-func (i logInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+func (i logInterceptor) WrapStreamingClient(
+	next connect.StreamingClientFunc,
+) connect.StreamingClientFunc {
 	return next
 }
 
-func (i logInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+func (i logInterceptor) WrapStreamingHandler(
+	next connect.StreamingHandlerFunc,
+) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		start := time.Now()
 		err := next(ctx, conn)
@@ -107,7 +115,13 @@ func (i logInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) 
 	}
 }
 
-func (i logInterceptor) logDone(ctx context.Context, procedure, protocol string, start time.Time, err error) {
+func (i logInterceptor) logDone(
+	ctx context.Context,
+	procedure,
+	protocol string,
+	start time.Time,
+	err error,
+) {
 	if !i.log.Enabled(ctx, slog.LevelDebug) {
 		return
 	}

@@ -14,7 +14,10 @@ import (
 // taskService serves TaskService.
 type taskService struct{ s *Server }
 
-func (h *taskService) ListTasks(ctx context.Context, req *connect.Request[fleetplanev1.ListTasksRequest]) (*connect.Response[fleetplanev1.ListTasksResponse], error) {
+func (h *taskService) ListTasks(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.ListTasksRequest],
+) (*connect.Response[fleetplanev1.ListTasksResponse], error) {
 	state := store.TaskState(req.Msg.GetState())
 	switch state {
 	case "", store.TaskPending, store.TaskRunning, store.TaskFailed:
@@ -62,7 +65,10 @@ func (h *taskService) ListTasks(ctx context.Context, req *connect.Request[fleetp
 // replicaService serves ReplicaService.
 type replicaService struct{ s *Server }
 
-func (h *replicaService) ListReplicas(ctx context.Context, _ *connect.Request[fleetplanev1.ListReplicasRequest]) (*connect.Response[fleetplanev1.ListReplicasResponse], error) {
+func (h *replicaService) ListReplicas(
+	ctx context.Context,
+	_ *connect.Request[fleetplanev1.ListReplicasRequest],
+) (*connect.Response[fleetplanev1.ListReplicasResponse], error) {
 	var replicas []store.Replica
 	var leases []store.Lease
 	var shards int

@@ -61,7 +61,10 @@ type repositoryService struct {
 	r *resource[*fleetplanev1.Repository]
 }
 
-func (h *repositoryService) GetRepository(ctx context.Context, req *connect.Request[fleetplanev1.GetRepositoryRequest]) (*connect.Response[fleetplanev1.GetRepositoryResponse], error) {
+func (h *repositoryService) GetRepository(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.GetRepositoryRequest],
+) (*connect.Response[fleetplanev1.GetRepositoryResponse], error) {
 	obj, err := h.r.get(ctx, req.Msg.GetName())
 	if err != nil {
 		return nil, err
@@ -69,7 +72,10 @@ func (h *repositoryService) GetRepository(ctx context.Context, req *connect.Requ
 	return connect.NewResponse(&fleetplanev1.GetRepositoryResponse{Repository: obj}), nil
 }
 
-func (h *repositoryService) ListRepositories(ctx context.Context, req *connect.Request[fleetplanev1.ListRepositoriesRequest]) (*connect.Response[fleetplanev1.ListRepositoriesResponse], error) {
+func (h *repositoryService) ListRepositories(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.ListRepositoriesRequest],
+) (*connect.Response[fleetplanev1.ListRepositoriesResponse], error) {
 	page, err := h.r.list(ctx, req.Msg.GetOptions())
 	if err != nil {
 		return nil, err
@@ -78,7 +84,10 @@ func (h *repositoryService) ListRepositories(ctx context.Context, req *connect.R
 		NextPageToken: page.nextPageToken, ResourceVersion: page.resourceVersion}), nil
 }
 
-func (h *repositoryService) CreateRepository(ctx context.Context, req *connect.Request[fleetplanev1.CreateRepositoryRequest]) (*connect.Response[fleetplanev1.CreateRepositoryResponse], error) {
+func (h *repositoryService) CreateRepository(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.CreateRepositoryRequest],
+) (*connect.Response[fleetplanev1.CreateRepositoryResponse], error) {
 	obj, err := h.r.create(ctx, req.Msg.GetRepository())
 	if err != nil {
 		return nil, err
@@ -86,7 +95,10 @@ func (h *repositoryService) CreateRepository(ctx context.Context, req *connect.R
 	return connect.NewResponse(&fleetplanev1.CreateRepositoryResponse{Repository: obj}), nil
 }
 
-func (h *repositoryService) UpdateRepository(ctx context.Context, req *connect.Request[fleetplanev1.UpdateRepositoryRequest]) (*connect.Response[fleetplanev1.UpdateRepositoryResponse], error) {
+func (h *repositoryService) UpdateRepository(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.UpdateRepositoryRequest],
+) (*connect.Response[fleetplanev1.UpdateRepositoryResponse], error) {
 	obj, err := h.r.update(ctx, req.Msg.GetRepository())
 	if err != nil {
 		return nil, err
@@ -94,14 +106,20 @@ func (h *repositoryService) UpdateRepository(ctx context.Context, req *connect.R
 	return connect.NewResponse(&fleetplanev1.UpdateRepositoryResponse{Repository: obj}), nil
 }
 
-func (h *repositoryService) DeleteRepository(ctx context.Context, req *connect.Request[fleetplanev1.DeleteRepositoryRequest]) (*connect.Response[fleetplanev1.DeleteRepositoryResponse], error) {
+func (h *repositoryService) DeleteRepository(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.DeleteRepositoryRequest],
+) (*connect.Response[fleetplanev1.DeleteRepositoryResponse], error) {
 	if err := h.r.delete(ctx, req.Msg.GetName()); err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&fleetplanev1.DeleteRepositoryResponse{}), nil
 }
 
-func (h *repositoryService) DeleteRepositories(ctx context.Context, _ *connect.Request[fleetplanev1.DeleteRepositoriesRequest]) (*connect.Response[fleetplanev1.DeleteRepositoriesResponse], error) {
+func (h *repositoryService) DeleteRepositories(
+	ctx context.Context,
+	_ *connect.Request[fleetplanev1.DeleteRepositoriesRequest],
+) (*connect.Response[fleetplanev1.DeleteRepositoriesResponse], error) {
 	n, err := h.r.deleteAll(ctx)
 	if err != nil {
 		return nil, err
@@ -109,7 +127,11 @@ func (h *repositoryService) DeleteRepositories(ctx context.Context, _ *connect.R
 	return connect.NewResponse(&fleetplanev1.DeleteRepositoriesResponse{Deleted: n}), nil
 }
 
-func (h *repositoryService) WatchRepositories(ctx context.Context, req *connect.Request[fleetplanev1.WatchRepositoriesRequest], stream *connect.ServerStream[fleetplanev1.WatchRepositoriesResponse]) error {
+func (h *repositoryService) WatchRepositories(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.WatchRepositoriesRequest],
+	stream *connect.ServerStream[fleetplanev1.WatchRepositoriesResponse],
+) error {
 	return h.r.watch(ctx, req.Msg.GetOptions(), func() error { return stream.Send(nil) },
 		func(typ fleetplanev1.WatchEventType, obj *fleetplanev1.Repository, version int64) error {
 			return stream.Send(&fleetplanev1.WatchRepositoriesResponse{

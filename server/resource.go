@@ -67,7 +67,10 @@ type listPage[T store.Object] struct {
 	resourceVersion string
 }
 
-func (r *resource[T]) list(ctx context.Context, opts *fleetplanev1.ListOptions) (*listPage[T], error) {
+func (r *resource[T]) list(
+	ctx context.Context,
+	opts *fleetplanev1.ListOptions,
+) (*listPage[T], error) {
 	if err := r.checkSelectors(opts.GetLabelSelector(), opts.GetFieldSelector()); err != nil {
 		return nil, err
 	}
@@ -272,7 +275,14 @@ func (r *resource[T]) record(ctx context.Context, tx store.Tx, name, reason, act
 }
 
 // recordFor adds an event about an object of any kind.
-func (r *resource[T]) recordFor(ctx context.Context, tx store.Tx, kind, name, reason, action string) error {
+func (r *resource[T]) recordFor(
+	ctx context.Context,
+	tx store.Tx,
+	kind,
+	name,
+	reason,
+	action string,
+) error {
 	return events.Record(ctx, tx, events.Entry{
 		Kind:      kind,
 		Name:      name,

@@ -175,7 +175,8 @@ var serviceNames = []string{
 
 func (s *Server) mountServices(opts []connect.HandlerOption) {
 	handle := func(path string, h http.Handler) { s.mux.Handle(path, h) }
-	handle(fleetplanev1connect.NewDeviceServiceHandler(&deviceService{s: s, r: newDevices(s)}, opts...))
+	handle(fleetplanev1connect.NewDeviceServiceHandler(
+		&deviceService{s: s, r: newDevices(s)}, opts...))
 	handle(fleetplanev1connect.NewFleetServiceHandler(&fleetService{r: newFleets(s)}, opts...))
 	handle(fleetplanev1connect.NewTemplateVersionServiceHandler(
 		&templateVersionService{r: newTemplateVersions(s)}, opts...))

@@ -85,7 +85,10 @@ type deviceService struct {
 	r *resource[*fleetplanev1.Device]
 }
 
-func (h *deviceService) GetDevice(ctx context.Context, req *connect.Request[fleetplanev1.GetDeviceRequest]) (*connect.Response[fleetplanev1.GetDeviceResponse], error) {
+func (h *deviceService) GetDevice(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.GetDeviceRequest],
+) (*connect.Response[fleetplanev1.GetDeviceResponse], error) {
 	obj, err := h.r.get(ctx, req.Msg.GetName())
 	if err != nil {
 		return nil, err
@@ -93,7 +96,10 @@ func (h *deviceService) GetDevice(ctx context.Context, req *connect.Request[flee
 	return connect.NewResponse(&fleetplanev1.GetDeviceResponse{Device: obj}), nil
 }
 
-func (h *deviceService) ListDevices(ctx context.Context, req *connect.Request[fleetplanev1.ListDevicesRequest]) (*connect.Response[fleetplanev1.ListDevicesResponse], error) {
+func (h *deviceService) ListDevices(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.ListDevicesRequest],
+) (*connect.Response[fleetplanev1.ListDevicesResponse], error) {
 	page, err := h.r.list(ctx, req.Msg.GetOptions())
 	if err != nil {
 		return nil, err
@@ -102,7 +108,10 @@ func (h *deviceService) ListDevices(ctx context.Context, req *connect.Request[fl
 		NextPageToken: page.nextPageToken, ResourceVersion: page.resourceVersion}), nil
 }
 
-func (h *deviceService) CreateDevice(ctx context.Context, req *connect.Request[fleetplanev1.CreateDeviceRequest]) (*connect.Response[fleetplanev1.CreateDeviceResponse], error) {
+func (h *deviceService) CreateDevice(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.CreateDeviceRequest],
+) (*connect.Response[fleetplanev1.CreateDeviceResponse], error) {
 	obj, err := h.r.create(ctx, req.Msg.GetDevice())
 	if err != nil {
 		return nil, err
@@ -110,7 +119,10 @@ func (h *deviceService) CreateDevice(ctx context.Context, req *connect.Request[f
 	return connect.NewResponse(&fleetplanev1.CreateDeviceResponse{Device: obj}), nil
 }
 
-func (h *deviceService) UpdateDevice(ctx context.Context, req *connect.Request[fleetplanev1.UpdateDeviceRequest]) (*connect.Response[fleetplanev1.UpdateDeviceResponse], error) {
+func (h *deviceService) UpdateDevice(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.UpdateDeviceRequest],
+) (*connect.Response[fleetplanev1.UpdateDeviceResponse], error) {
 	obj, err := h.r.update(ctx, req.Msg.GetDevice())
 	if err != nil {
 		return nil, err
@@ -118,14 +130,20 @@ func (h *deviceService) UpdateDevice(ctx context.Context, req *connect.Request[f
 	return connect.NewResponse(&fleetplanev1.UpdateDeviceResponse{Device: obj}), nil
 }
 
-func (h *deviceService) DeleteDevice(ctx context.Context, req *connect.Request[fleetplanev1.DeleteDeviceRequest]) (*connect.Response[fleetplanev1.DeleteDeviceResponse], error) {
+func (h *deviceService) DeleteDevice(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.DeleteDeviceRequest],
+) (*connect.Response[fleetplanev1.DeleteDeviceResponse], error) {
 	if err := h.r.delete(ctx, req.Msg.GetName()); err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&fleetplanev1.DeleteDeviceResponse{}), nil
 }
 
-func (h *deviceService) DeleteDevices(ctx context.Context, _ *connect.Request[fleetplanev1.DeleteDevicesRequest]) (*connect.Response[fleetplanev1.DeleteDevicesResponse], error) {
+func (h *deviceService) DeleteDevices(
+	ctx context.Context,
+	_ *connect.Request[fleetplanev1.DeleteDevicesRequest],
+) (*connect.Response[fleetplanev1.DeleteDevicesResponse], error) {
 	n, err := h.r.deleteAll(ctx)
 	if err != nil {
 		return nil, err
@@ -133,7 +151,11 @@ func (h *deviceService) DeleteDevices(ctx context.Context, _ *connect.Request[fl
 	return connect.NewResponse(&fleetplanev1.DeleteDevicesResponse{Deleted: n}), nil
 }
 
-func (h *deviceService) WatchDevices(ctx context.Context, req *connect.Request[fleetplanev1.WatchDevicesRequest], stream *connect.ServerStream[fleetplanev1.WatchDevicesResponse]) error {
+func (h *deviceService) WatchDevices(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.WatchDevicesRequest],
+	stream *connect.ServerStream[fleetplanev1.WatchDevicesResponse],
+) error {
 	return h.r.watch(ctx, req.Msg.GetOptions(), func() error { return stream.Send(nil) },
 		func(typ fleetplanev1.WatchEventType, obj *fleetplanev1.Device, version int64) error {
 			return stream.Send(&fleetplanev1.WatchDevicesResponse{
@@ -141,7 +163,10 @@ func (h *deviceService) WatchDevices(ctx context.Context, req *connect.Request[f
 		})
 }
 
-func (h *deviceService) GetRenderedDevice(ctx context.Context, req *connect.Request[fleetplanev1.GetRenderedDeviceRequest]) (*connect.Response[fleetplanev1.GetRenderedDeviceResponse], error) {
+func (h *deviceService) GetRenderedDevice(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.GetRenderedDeviceRequest],
+) (*connect.Response[fleetplanev1.GetRenderedDeviceResponse], error) {
 	name := req.Msg.GetName()
 	if err := validation.Name("name", name).Err(); err != nil {
 		return nil, err
@@ -161,7 +186,10 @@ func (h *deviceService) GetRenderedDevice(ctx context.Context, req *connect.Requ
 	return connect.NewResponse(&fleetplanev1.GetRenderedDeviceResponse{Rendered: rendered}), nil
 }
 
-func (h *deviceService) UpdateDeviceStatus(ctx context.Context, req *connect.Request[fleetplanev1.UpdateDeviceStatusRequest]) (*connect.Response[fleetplanev1.UpdateDeviceStatusResponse], error) {
+func (h *deviceService) UpdateDeviceStatus(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.UpdateDeviceStatusRequest],
+) (*connect.Response[fleetplanev1.UpdateDeviceStatusResponse], error) {
 	name := req.Msg.GetName()
 	if err := validation.Name("name", name).Err(); err != nil {
 		return nil, err
@@ -195,7 +223,10 @@ type fleetService struct {
 	r *resource[*fleetplanev1.Fleet]
 }
 
-func (h *fleetService) GetFleet(ctx context.Context, req *connect.Request[fleetplanev1.GetFleetRequest]) (*connect.Response[fleetplanev1.GetFleetResponse], error) {
+func (h *fleetService) GetFleet(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.GetFleetRequest],
+) (*connect.Response[fleetplanev1.GetFleetResponse], error) {
 	obj, err := h.r.get(ctx, req.Msg.GetName())
 	if err != nil {
 		return nil, err
@@ -203,7 +234,10 @@ func (h *fleetService) GetFleet(ctx context.Context, req *connect.Request[fleetp
 	return connect.NewResponse(&fleetplanev1.GetFleetResponse{Fleet: obj}), nil
 }
 
-func (h *fleetService) ListFleets(ctx context.Context, req *connect.Request[fleetplanev1.ListFleetsRequest]) (*connect.Response[fleetplanev1.ListFleetsResponse], error) {
+func (h *fleetService) ListFleets(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.ListFleetsRequest],
+) (*connect.Response[fleetplanev1.ListFleetsResponse], error) {
 	page, err := h.r.list(ctx, req.Msg.GetOptions())
 	if err != nil {
 		return nil, err
@@ -212,7 +246,10 @@ func (h *fleetService) ListFleets(ctx context.Context, req *connect.Request[flee
 		NextPageToken: page.nextPageToken, ResourceVersion: page.resourceVersion}), nil
 }
 
-func (h *fleetService) CreateFleet(ctx context.Context, req *connect.Request[fleetplanev1.CreateFleetRequest]) (*connect.Response[fleetplanev1.CreateFleetResponse], error) {
+func (h *fleetService) CreateFleet(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.CreateFleetRequest],
+) (*connect.Response[fleetplanev1.CreateFleetResponse], error) {
 	obj, err := h.r.create(ctx, req.Msg.GetFleet())
 	if err != nil {
 		return nil, err
@@ -220,7 +257,10 @@ func (h *fleetService) CreateFleet(ctx context.Context, req *connect.Request[fle
 	return connect.NewResponse(&fleetplanev1.CreateFleetResponse{Fleet: obj}), nil
 }
 
-func (h *fleetService) UpdateFleet(ctx context.Context, req *connect.Request[fleetplanev1.UpdateFleetRequest]) (*connect.Response[fleetplanev1.UpdateFleetResponse], error) {
+func (h *fleetService) UpdateFleet(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.UpdateFleetRequest],
+) (*connect.Response[fleetplanev1.UpdateFleetResponse], error) {
 	obj, err := h.r.update(ctx, req.Msg.GetFleet())
 	if err != nil {
 		return nil, err
@@ -228,14 +268,20 @@ func (h *fleetService) UpdateFleet(ctx context.Context, req *connect.Request[fle
 	return connect.NewResponse(&fleetplanev1.UpdateFleetResponse{Fleet: obj}), nil
 }
 
-func (h *fleetService) DeleteFleet(ctx context.Context, req *connect.Request[fleetplanev1.DeleteFleetRequest]) (*connect.Response[fleetplanev1.DeleteFleetResponse], error) {
+func (h *fleetService) DeleteFleet(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.DeleteFleetRequest],
+) (*connect.Response[fleetplanev1.DeleteFleetResponse], error) {
 	if err := h.r.delete(ctx, req.Msg.GetName()); err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&fleetplanev1.DeleteFleetResponse{}), nil
 }
 
-func (h *fleetService) DeleteFleets(ctx context.Context, _ *connect.Request[fleetplanev1.DeleteFleetsRequest]) (*connect.Response[fleetplanev1.DeleteFleetsResponse], error) {
+func (h *fleetService) DeleteFleets(
+	ctx context.Context,
+	_ *connect.Request[fleetplanev1.DeleteFleetsRequest],
+) (*connect.Response[fleetplanev1.DeleteFleetsResponse], error) {
 	n, err := h.r.deleteAll(ctx)
 	if err != nil {
 		return nil, err
@@ -243,7 +289,11 @@ func (h *fleetService) DeleteFleets(ctx context.Context, _ *connect.Request[flee
 	return connect.NewResponse(&fleetplanev1.DeleteFleetsResponse{Deleted: n}), nil
 }
 
-func (h *fleetService) WatchFleets(ctx context.Context, req *connect.Request[fleetplanev1.WatchFleetsRequest], stream *connect.ServerStream[fleetplanev1.WatchFleetsResponse]) error {
+func (h *fleetService) WatchFleets(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.WatchFleetsRequest],
+	stream *connect.ServerStream[fleetplanev1.WatchFleetsResponse],
+) error {
 	return h.r.watch(ctx, req.Msg.GetOptions(), func() error { return stream.Send(nil) },
 		func(typ fleetplanev1.WatchEventType, obj *fleetplanev1.Fleet, version int64) error {
 			return stream.Send(&fleetplanev1.WatchFleetsResponse{

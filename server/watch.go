@@ -106,8 +106,8 @@ func (r *resource[T]) watchStart(ctx context.Context, requested string) (int64, 
 			fmt.Sprintf("%d is newer than the latest version %d; copy resourceVersion from a List response",
 				version, latest))
 	}
-	// NOTE: a gap in version numbers right after a pruned log (a rolled-back insert) also
-	// looks pruned here; the client then lists again, which is safe.
+	// NOTE: a version gap left by a rolled-back insert, just before the oldest kept entry,
+	// also looks pruned here. The client then lists again, which is safe.
 	if oldest > 1 && version < oldest-1 {
 		return 0, connect.NewError(connect.CodeOutOfRange, fmt.Errorf(
 			"resource version %d is older than the change log keeps (oldest %d); list again and "+
