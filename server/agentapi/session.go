@@ -143,7 +143,7 @@ func (sess *session) onAck(ctx context.Context, ack *fleetplanev1.SpecAck) error
 			return sess.applyAck(ctx, tx, status, version)
 		})
 	if err != nil {
-		return fmt.Errorf("record ack of version %d: %w", version, err)
+		return deviceError(sess.device, fmt.Errorf("record ack of version %d: %w", version, err))
 	}
 	return sess.maybeSend(ctx)
 }
@@ -195,7 +195,7 @@ func (sess *session) onReject(ctx context.Context, reject *fleetplanev1.SpecReje
 			return recordReject(ctx, tx, sess.device, status, version, message)
 		})
 	if err != nil {
-		return fmt.Errorf("record reject of version %d: %w", version, err)
+		return deviceError(sess.device, fmt.Errorf("record reject of version %d: %w", version, err))
 	}
 	return sess.maybeSend(ctx)
 }
