@@ -350,3 +350,100 @@ func BenchmarkPostgresEnqueue(b *testing.B) {
 		}
 	}
 }
+
+// TestTwoStoresClaimEachTaskOnce lets two stores claim the same due tasks at once, as two
+// replicas would right after a shard changed hands. No task may be claimed twice.
+func TestTwoStoresClaimEachTaskOnce(t *testing.T) {
+	t.Parallel()
+	first, dsn := openTemp(t, Options{})
+	second := openStore(t, dsn, Options{})
+	const tasks = 60
+	now := time.Now()
+	err := first.InTx(t.Context(), func(ctx context.Context, tx store.Tx) error {
+		for i := range tasks {
+			if _, err := tx.EnqueueTask(ctx, "TestTask", fmt.Sprintf("k%02d", i), now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("enqueue: %v", err)
+	}
+	shards := make([]int, store.DefaultShardCount)
+	for i := range shards {
+		shards[i] = i
+	}
+
+	var mu sync.Mutex
+	claimed := map[string]int{}
+	var wg sync.WaitGroup
+	for _, s := range []*Store{first, second} {
+		wg.Go(func() {
+			for {
+				var got []store.Task
+				err := s.InTx(t.Context(), func(ctx context.Context, tx store.Tx) error {
+					var err error
+					got, err = tx.ClaimTasks(ctx, shards, now, 7)
+					return err
+				})
+				if err != nil {
+					t.Errorf("ClaimTasks: %v", err)
+					return
+				}
+				if len(got) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, task := range got {
+					claimed[task.Key]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+
+	if len(claimed) != tasks {
+		t.Errorf("%d distinct tasks claimed; want %d", len(claimed), tasks)
+	}
+	for key, n := range claimed {
+		if n != 1 {
+			t.Errorf("task %s claimed %d times; want once", key, n)
+		}
+	}
+}
+
+func TestPruneChangesKeepsNewest(t *testing.T) {
+	t.Parallel()
+	s, _ := openTemp(t, Options{})
+	const total = MinChangesKept + 50
+	// Change rows are inserted directly, because creating this many objects is slow.
+	_, err := s.pool.Exec(t.Context(), `INSERT INTO changes
+			(id, version, kind, name, type, object, created_at)
+		SELECT gen_random_uuid(), i, 'Device', 'd' || i, 1, ''::BYTEA, 0
+		FROM generate_series(1, $1::BIGINT) AS i`, total)
+	if err != nil {
+		t.Fatalf("insert changes: %v", err)
+	}
+	deleted, err := s.PruneChanges(t.Context(), 0)
+	if err != nil {
+		t.Fatalf("PruneChanges: %v", err)
+	}
+	if deleted != 50 {
+		t.Errorf("PruneChanges deleted %d; want 50", deleted)
+	}
+	err = s.InTx(t.Context(), func(ctx context.Context, tx store.Tx) error {
+		changes, err := tx.Changes(ctx, "", 0, 1)
+		if err == nil && (len(changes) != 1 || changes[0].Version != 51) {
+			t.Errorf("oldest change after pruning = %v; want version 51", changes)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Changes: %v", err)
+	}
+	if _, err := s.PruneChanges(t.Context(), -time.Second); !errors.Is(err, store.ErrInvalidArgument) {
+		t.Errorf("PruneChanges with a negative age: error = %v; want ErrInvalidArgument", err)
+	}
+}

@@ -29,13 +29,19 @@ const bootstrapAttempts = 5
 
 // migrate applies, in file-name order, each embedded migration not yet recorded in
 // schema_migrations. A process holds the lock row (SELECT ... FOR UPDATE in a transaction
-// on one connection) while it applies migrations on another, so concurrent Opens apply each
+// on a connection of its own, outside the pool, so that a pool of one connection still
+// works) while it applies migrations through the pool, so concurrent Opens apply each
 // migration once. Each migration runs and is recorded in its own transaction.
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context, connConfig *pgx.ConnConfig) error {
 	if err := s.bootstrapMigrations(ctx); err != nil {
 		return err
 	}
-	lock, err := s.pool.Begin(ctx)
+	conn, err := pgx.ConnectConfig(ctx, connConfig)
+	if err != nil {
+		return fmt.Errorf("migration lock: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	lock, err := conn.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("migration lock: %w", err)
 	}

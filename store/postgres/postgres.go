@@ -106,7 +106,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
-	if err := s.init(ctx, opts.ShardCount); err != nil {
+	if err := s.init(ctx, cfg.ConnConfig.Copy(), opts.ShardCount); err != nil {
 		s.pool.Close()
 		return nil, fmt.Errorf("open postgres store on %s: %w", redactedHost(cfg), err)
 	}
@@ -168,8 +168,8 @@ func (s *Store) initMetrics(mp metric.MeterProvider) error {
 
 // init applies migrations, loads the shard count and starts the version clock above the
 // newest stored version.
-func (s *Store) init(ctx context.Context, shardCount int) error {
-	if err := s.migrate(ctx); err != nil {
+func (s *Store) init(ctx context.Context, connConfig *pgx.ConnConfig, shardCount int) error {
+	if err := s.migrate(ctx, connConfig); err != nil {
 		return err
 	}
 	if err := s.initShardCount(ctx, shardCount); err != nil {

@@ -139,10 +139,12 @@ func TestOpenKeepsPasswordOutOfErrors(t *testing.T) {
 }
 
 func TestPoolSizeOption(t *testing.T) {
-	s, _ := openTemp(t, Options{MaxConns: 3})
-	if got := s.pool.Config().MaxConns; got != 3 {
-		t.Errorf("pool MaxConns = %d; want 3", got)
+	t.Parallel()
+	s, _ := openTemp(t, Options{MaxConns: 1})
+	if got := s.pool.Config().MaxConns; got != 1 {
+		t.Errorf("pool MaxConns = %d; want 1", got)
 	}
+	createDevice(t, s, "d1")
 }
 
 func TestTextWithNULInvalid(t *testing.T) {
