@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -217,6 +219,23 @@ func TestListenAndServeStopsOnCancel(t *testing.T) {
 	stop()
 	if err := <-done; err != nil {
 		t.Errorf("ListenAndServe = %v, want nil", err)
+	}
+	info, err := os.Stat(dir)
+	if err != nil {
+		t.Fatalf("data directory: %v", err)
+	}
+	if mode := info.Mode().Perm(); mode != 0o700 {
+		t.Errorf("data directory mode = %o, want 700", mode)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "fleetplane.db")); err != nil {
+		t.Errorf("database file: %v", err)
+	}
+}
+
+func TestListenAndServeNoDataDir(t *testing.T) {
+	err := ListenAndServe(context.Background(), Options{ListenAddr: "127.0.0.1:0"})
+	if err == nil || !strings.Contains(err.Error(), "DataDir") {
+		t.Errorf("ListenAndServe without DataDir = %v, want an error naming DataDir", err)
 	}
 }
 
