@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -47,7 +48,7 @@ type realServer struct {
 	operatorURL string
 }
 
-func startRealServer(t *testing.T) *realServer {
+func startRealServer(t testing.TB) *realServer {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "fleetplane.db"), sqlite.Options{})
@@ -108,8 +109,9 @@ func (s *realServer) approve(ctx context.Context, name string, labels map[string
 	return err
 }
 
-// render stores a rendered spec for device and tells its stream; it returns the version.
-func (s *realServer) render(t *testing.T, device string, spec *fleetplanev1.RenderedDeviceSpec) string {
+// render stores a rendered spec for device, notifies the device's stream and returns the
+// rendered version.
+func (s *realServer) render(t testing.TB, device string, spec *fleetplanev1.RenderedDeviceSpec) string {
 	t.Helper()
 	var version int64
 	err := s.store.InTx(context.Background(), func(ctx context.Context, tx store.Tx) error {
@@ -229,9 +231,14 @@ func TestSimulatorAgainstAgentPort(t *testing.T) {
 	}
 }
 
-func poll(t *testing.T, what string, cond func() bool) {
+func poll(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(e2eTimeout)
+	pollFor(t, what, e2eTimeout, cond)
+}
+
+func pollFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -242,4 +249,46 @@ func poll(t *testing.T, what string, cond func() bool) {
 
 func formatInt(n int64) string {
 	return strconv.FormatInt(n, 10)
+}
+
+// BenchmarkSimulatorAgainstAgentPort enrolls b.N simulated agents through the real agent port
+// and operator API, renders a spec for each and waits until all run it. It reports the heap in
+// use per agent, server included, since both run in this process.
+func BenchmarkSimulatorAgainstAgentPort(b *testing.B) {
+	s := startRealServer(b)
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+
+	sim, err := simulate.New(simulate.Options{
+		Count: b.N, Server: s.agentURL, CACertPEM: s.ca.CertPEM(), ApproveURL: s.operatorURL,
+		Logger: slog.New(slog.DiscardHandler),
+		Timing: agent.Timing{EnrollMinDelay: 200 * time.Millisecond, EnrollMaxDelay: 2 * time.Second},
+	})
+	if err != nil {
+		b.Fatalf("simulate.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sim.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	pollFor(b, "every agent to connect", 10*time.Minute, func() bool {
+		return sim.Progress().Connected == b.N
+	})
+	for _, name := range sim.Names() {
+		s.render(b, name, &fleetplanev1.RenderedDeviceSpec{ContentHash: name})
+	}
+	pollFor(b, "every agent to apply", 10*time.Minute, func() bool {
+		return sim.Progress().Versions["1"] == b.N
+	})
+
+	b.StopTimer()
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(int64(after.HeapInuse)-int64(before.HeapInuse))/float64(b.N), "heap-bytes/agent")
 }
