@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	fleetplanev1 "github.com/fleetplane/fleetplane/gen/fleetplane/v1"
@@ -258,5 +260,55 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	if !strings.Contains(string(body), `rpc_method="CreateDevice"`) {
 		t.Errorf("metrics lack the CreateDevice method:\n%s", body)
+	}
+}
+
+func TestGRPCClientWatch(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client := fleetplanev1.NewFleetServiceClient(dialGRPC(t, ts))
+	stream, err := client.WatchFleets(ctx, &fleetplanev1.WatchFleetsRequest{})
+	if err != nil {
+		t.Fatalf("WatchFleets: %v", err)
+	}
+	// The response headers arrive once the server has set up the watch.
+	if _, err := stream.Header(); err != nil {
+		t.Fatalf("watch headers: %v", err)
+	}
+
+	_, err = client.CreateFleet(ctx, &fleetplanev1.CreateFleetRequest{Fleet: fleetWithTemplate(nil)})
+	if err != nil {
+		t.Fatalf("CreateFleet: %v", err)
+	}
+	ev, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("Recv: %v", err)
+	}
+	if ev.GetType() != fleetplanev1.WatchEventType_WATCH_EVENT_TYPE_ADDED ||
+		ev.GetFleet().GetMetadata().GetName() != "f1" {
+		t.Errorf("event = %v %q, want ADDED f1", ev.GetType(), ev.GetFleet().GetMetadata().GetName())
+	}
+}
+
+// BenchmarkCreateGetDevice measures one CreateDevice and one GetDevice over the Connect
+// protocol on loopback, with the SQLite store in a temporary directory.
+func BenchmarkCreateGetDevice(b *testing.B) {
+	ts := startServer(b, nil)
+	ctx := context.Background()
+	client := ts.devices()
+	i := 0
+	for b.Loop() {
+		name := fmt.Sprintf("bench-%d", i)
+		i++
+		_, err := client.CreateDevice(ctx, connect.NewRequest(
+			&fleetplanev1.CreateDeviceRequest{Device: newDevice(name, nil)}))
+		if err != nil {
+			b.Fatalf("CreateDevice: %v", err)
+		}
+		_, err = client.GetDevice(ctx, connect.NewRequest(&fleetplanev1.GetDeviceRequest{Name: name}))
+		if err != nil {
+			b.Fatalf("GetDevice: %v", err)
+		}
 	}
 }

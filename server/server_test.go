@@ -29,7 +29,7 @@ type testServer struct {
 
 // startServer starts a server and stops it when the test ends. configure, if set, changes the
 // Config and the Server before it serves.
-func startServer(t *testing.T, configure func(*Config)) *testServer {
+func startServer(t testing.TB, configure func(*Config)) *testServer {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "fleetplane.db"),
