@@ -69,7 +69,7 @@ func (s *Service) flushLastSeen(ctx context.Context) {
 }
 
 // sweepSessions signals every session whose device has a rendered version above the highest
-// version the session knows of, to catch notifications that were missed or sent to another
+// version the session has seen, to catch notifications that were missed or sent to another
 // replica.
 func (s *Service) sweepSessions(ctx context.Context) {
 	s.mu.Lock()

@@ -112,7 +112,7 @@ func (d *deviceService) UpdateDeviceStatus(
 	return connect.NewResponse(&fleetplanev1.UpdateDeviceStatusResponse{Device: device}), nil
 }
 
-// deviceError turns a missing device into a NOT_FOUND that tells the agent why.
+// deviceError turns a missing device into a NOT_FOUND whose message gives the likely cause.
 func deviceError(name string, err error) error {
 	if errors.Is(err, store.ErrNotFound) && connect.CodeOf(err) != connect.CodeNotFound {
 		return connect.NewError(connect.CodeNotFound,

@@ -47,8 +47,7 @@ func invalidArgument(field, message string) error {
 	return connect.NewError(connect.CodeInvalidArgument, errors.New(field+": "+message))
 }
 
-// errorInterceptor maps every unary handler error through toConnectError. The stream handler
-// maps its own errors.
+// errorInterceptor maps every unary and stream handler error through toConnectError.
 type errorInterceptor struct{ s *Service }
 
 func (i errorInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {

@@ -37,7 +37,7 @@ func newMetrics(connected func() int) (*metrics, error) {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	m.streamsRejected, err = meter.Int64Counter("fleetplane_agent_streams_rejected_total",
-		metric.WithDescription("Agent streams refused before they were established, by reason."))
+		metric.WithDescription("Agent streams rejected before they were established, by reason."))
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}

@@ -30,8 +30,8 @@ const maxRequestBytes = 4 << 20
 // Config configures New.
 type Config struct {
 	Store store.Store
-	// CA signs nothing here; it supplies the agent port's TLS configuration and the CA
-	// certificate returned with approved enrollments.
+	// CA supplies the agent port's TLS configuration and the CA certificate returned with
+	// approved enrollments.
 	CA     *identity.CA
 	Logger *slog.Logger
 	// KeepaliveInterval is how often each side sends a keepalive. The server closes a stream
@@ -153,7 +153,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 }
 
-// Notify tells the stream of device, if this process holds one, to send the device's latest
+// Notify signals the stream of device, if this process holds one, to send the device's latest
 // rendered spec when the protocol allows. It never blocks.
 func (s *Service) Notify(device string) {
 	s.mu.Lock()

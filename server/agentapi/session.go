@@ -116,17 +116,17 @@ func (sess *session) maybeSend(ctx context.Context) error {
 	return nil
 }
 
-// answered clears the outstanding version when version answers it, and records how long the
-// answer took.
-func (sess *session) answered(ctx context.Context, version int64, acked bool) {
+// clearOutstanding ends the wait for the outstanding version after an ack or reject of
+// version, and records the ack latency when version is the one sent.
+func (sess *session) clearOutstanding(ctx context.Context, version int64, acked bool) {
 	if sess.outstanding == 0 {
 		return
 	}
 	if version == sess.outstanding && acked {
 		sess.s.metrics.renderToAck(ctx, time.Since(sess.sentAt))
 	}
-	// The agent answers every spec in order, with the version sent or, for a spec that is
-	// not newer than its own, its current version. Either way the outstanding one is done.
+	// The agent acknowledges or rejects every spec in order, naming the version sent or, for a
+	// spec that is not newer than its own, its current version. Either way the wait is over.
 	sess.outstanding = 0
 }
 
@@ -135,7 +135,7 @@ func (sess *session) onAck(ctx context.Context, ack *fleetplanev1.SpecAck) error
 	if err != nil {
 		return invalidArgument("ack.rendered_version", err.Error())
 	}
-	sess.answered(ctx, version, true)
+	sess.clearOutstanding(ctx, version, true)
 	sess.agentVersion = max(sess.agentVersion, version)
 	sess.known.Store(max(sess.known.Load(), version))
 	_, err = sess.s.updateDeviceStatus(ctx, sess.device, "",
@@ -183,7 +183,7 @@ func (sess *session) onReject(ctx context.Context, reject *fleetplanev1.SpecReje
 	if version == 0 {
 		return invalidArgument("reject.rendered_version", "must be set to the rejected version")
 	}
-	sess.answered(ctx, version, false)
+	sess.clearOutstanding(ctx, version, false)
 	sess.rejected = version
 	sess.known.Store(max(sess.known.Load(), version))
 	sess.s.metrics.versionRejected(ctx)

@@ -119,7 +119,7 @@ type session struct {
 	// Owned by the run goroutine.
 	agentVersion int64     // highest version the agent reported or acknowledged
 	rejected     int64     // last rejected version; never sent again
-	outstanding  int64     // version sent and not yet answered, or 0
+	outstanding  int64     // version sent and not yet acknowledged or rejected, or 0
 	sentAt       time.Time // when outstanding was sent
 }
 
@@ -138,7 +138,7 @@ func newSession(s *Service, device string, stream *bidiStream) *session {
 	return sess
 }
 
-// signal asks the run goroutine to look at the store, without blocking.
+// signal wakes the run goroutine to read the store, without blocking.
 func (sess *session) signal() {
 	select {
 	case sess.notify <- struct{}{}:
