@@ -49,21 +49,31 @@ func newSimulateCommand(logger func() (*slog.Logger, error)) *cobra.Command {
 			return runSimulation(cmd.Context(), sim, cmd.OutOrStdout(), progressInterval)
 		},
 	}
+	addSimulateFlags(cmd, &opts, &caFile, &labels, &progressInterval)
+	return cmd
+}
+
+func addSimulateFlags(
+	cmd *cobra.Command,
+	opts *simulate.Options,
+	caFile *string,
+	labels *[]string,
+	progressInterval *time.Duration,
+) {
 	f := cmd.Flags()
 	f.IntVar(&opts.Count, "count", 1, "number of simulated devices")
 	f.StringVar(&opts.Server, "server", "https://127.0.0.1:7443", "base URL of the server's agent port")
-	f.StringVar(&caFile, "ca-file", "", "PEM file of the CA that signed the server's certificate (required)")
+	f.StringVar(caFile, "ca-file", "", "PEM file of the CA that signed the server's certificate (required)")
 	f.StringVar(&opts.ApproveURL, "approve-server", "",
 		"base URL of the operator API, for example http://127.0.0.1:7080; when set, the simulator approves its own enrollment requests")
 	f.StringVar(&opts.ApproveToken, "token", "",
 		"bearer token for --approve-server (default $FLEETPLANE_TOKEN)")
-	f.StringArrayVar(&labels, "label", nil, "label KEY=VALUE for every device; repeatable")
+	f.StringArrayVar(labels, "label", nil, "label KEY=VALUE for every device; repeatable")
 	f.StringVar(&opts.NamePrefix, "name-prefix", "",
 		"name devices PREFIX00000, PREFIX00001, ... (default: derived from each key)")
 	f.DurationVar(&opts.StartInterval, "start-interval", 0, "pause between starting two devices")
 	f.DurationVar(&opts.StatusInterval, "status-interval", time.Minute, "time between periodic status reports")
-	f.DurationVar(&progressInterval, "progress-interval", 5*time.Second, "time between progress lines")
-	return cmd
+	f.DurationVar(progressInterval, "progress-interval", 5*time.Second, "time between progress lines")
 }
 
 // runSimulation runs sim until ctx ends and prints a progress line every interval and once at
