@@ -447,3 +447,49 @@ func TestPruneChangesKeepsNewest(t *testing.T) {
 		t.Errorf("PruneChanges with a negative age: error = %v; want ErrInvalidArgument", err)
 	}
 }
+
+// TestDeadlockRetried makes two transactions update the same two devices in opposite orders.
+// PostgreSQL aborts one of them with deadlock_detected after deadlock_timeout (1s by
+// default), and InTx must run it again.
+func TestDeadlockRetried(t *testing.T) {
+	t.Parallel()
+	s, _ := openTemp(t, Options{})
+	createDevice(t, s, "a")
+	createDevice(t, s, "b")
+
+	var bothLocked sync.WaitGroup
+	bothLocked.Add(2)
+	inOrder := func(names ...string) func(ctx context.Context, tx store.Tx) error {
+		first := true
+		return func(ctx context.Context, tx store.Tx) error {
+			for i, name := range names {
+				d := device(name)
+				d.Spec.Os.Image = "by-" + names[0]
+				if _, err := tx.Update(ctx, d); err != nil {
+					return err
+				}
+				if i == 0 && first {
+					// Only the first attempts overlap; a retry runs alone.
+					first = false
+					bothLocked.Done()
+					bothLocked.Wait()
+				}
+			}
+			return nil
+		}
+	}
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	wg.Go(func() { errs[0] = s.InTx(t.Context(), inOrder("a", "b")) })
+	wg.Go(func() { errs[1] = s.InTx(t.Context(), inOrder("b", "a")) })
+	wg.Wait()
+
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("transaction %d: %v", i, err)
+		}
+	}
+	if retries := s.Stats().Retries; retries < 1 {
+		t.Errorf("Stats().Retries = %d; want at least 1", retries)
+	}
+}

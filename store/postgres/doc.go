@@ -6,8 +6,9 @@
 //
 // A Store is safe for concurrent use, and each InTx call runs on a connection of its pool in
 // a SERIALIZABLE transaction. When the database aborts a transaction with a serialization
-// failure (SQLSTATE 40001), during fn or at COMMIT, InTx rolls it back and runs fn again in a
-// new transaction, after a short jittered backoff, up to Options.MaxRetries times. The retry
+// failure (SQLSTATE 40001) during fn or at COMMIT, or with a deadlock (40P01), InTx rolls it
+// back and runs fn again in a new transaction, after a short jittered backoff, up to
+// Options.MaxRetries times. The retry
 // loop is cockroach-go's crdb.ExecuteCtx around a whole transaction. Stats and the
 // OpenTelemetry counter fleetplane.store.tx.retries (fleetplane_store_tx_retries_total in
 // Prometheus) count the retries.

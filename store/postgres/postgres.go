@@ -110,6 +110,8 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		s.pool.Close()
 		return nil, fmt.Errorf("open postgres store on %s: %w", redactedHost(cfg), err)
 	}
+	log.InfoContext(ctx, "opened postgres store", "database", redactedHost(cfg),
+		"shard_count", s.shardCount, "max_conns", cfg.MaxConns, "version_node", s.clock.node)
 	return s, nil
 }
 
@@ -199,7 +201,7 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx store.
 			}
 			attempt++
 			t = &tx{s: s}
-			return s.attempt(ctx, t, fn)
+			return retryDeadlock(s.attempt(ctx, t, fn))
 		})
 	if err != nil {
 		var maxErr *crdb.MaxRetriesExceededError
@@ -319,18 +321,37 @@ type tx struct {
 
 var _ store.Tx = (*tx)(nil)
 
-// retryable returns err, or the serialization failure that a statement of t reported if fn
-// returned some other error in its place, so that InTx still retries.
+// retryable returns err, or the serialization failure or deadlock that a statement of t
+// reported if fn returned some other error in its place, so that InTx still retries.
 func (t *tx) retryable(err error) error {
-	if t.sqlErr != nil && sqlState(t.sqlErr) == serializationFailure &&
-		sqlState(err) != serializationFailure {
-		return fmt.Errorf("%w (after: %v)", t.sqlErr, err)
+	first := sqlState(t.sqlErr)
+	if (first == serializationFailure || first == deadlockDetected) && sqlState(err) != first {
+		return fmt.Errorf("%w (later error: %v)", t.sqlErr, err)
 	}
 	return err
 }
 
+// retryDeadlock marks a deadlock as retryable. crdb.ExecuteCtx retries only serialization
+// failures, but PostgreSQL aborts one of two transactions that lock rows in opposite orders
+// with deadlock_detected, and running that transaction again is just as safe.
+func retryDeadlock(err error) error {
+	if sqlState(err) == deadlockDetected {
+		return retryableError{err}
+	}
+	return err
+}
+
+// retryableError reports SQLSTATE 40001, which crdb.ExecuteCtx retries, for the error it
+// wraps.
+type retryableError struct{ err error }
+
+func (e retryableError) Error() string    { return e.err.Error() }
+func (e retryableError) Unwrap() error    { return e.err }
+func (e retryableError) SQLState() string { return serializationFailure }
+
 // SQLSTATE codes that the store handles.
 const (
+	deadlockDetected     = "40P01"
 	serializationFailure = "40001"
 	uniqueViolation      = "23505"
 	duplicateTable       = "42P07"
