@@ -163,19 +163,19 @@ func (a *Agent) streamLoop(ctx context.Context) {
 	failures := 0
 	for {
 		started := a.now()
-		heard, err := a.runStream(ctx)
+		established, err := a.runStream(ctx)
 		a.connected.Store(false)
 		if ctx.Err() != nil {
 			return
 		}
-		if heard && a.now().Sub(started) >= a.timing.StableAfter {
+		if established && a.now().Sub(started) >= a.timing.StableAfter {
 			b.reset()
 			failures = 0
 		}
 		failures++
 
 		var delay time.Duration
-		if isRefusal(err) {
+		if isRejection(err) {
 			delay = b.maxDelay()
 			a.log.ErrorContext(ctx, "stream rejected by the server; retrying at the maximum delay",
 				"code", connect.CodeOf(err).String(), "err", err, "retry_in", delay, "failures", failures)
@@ -190,9 +190,9 @@ func (a *Agent) streamLoop(ctx context.Context) {
 	}
 }
 
-// isRefusal reports whether err means that the server rejects this device, because the device
-// was deleted or its certificate is not accepted. A quick retry cannot succeed then.
-func isRefusal(err error) bool {
+// isRejection reports whether err means that the server rejects this device, because the
+// device was deleted or its certificate is not accepted. A quick retry cannot succeed then.
+func isRejection(err error) bool {
 	switch connect.CodeOf(err) {
 	case connect.CodeNotFound, connect.CodePermissionDenied, connect.CodeUnauthenticated:
 		return true

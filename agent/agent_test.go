@@ -333,7 +333,7 @@ func TestAgentReconnectsAfterRestart(t *testing.T) {
 
 func TestAgentBacksOffWhenRefused(t *testing.T) {
 	f := agenttest.New(t)
-	f.SetRefusal(connect.NewError(connect.CodeNotFound, errors.New("device not found")))
+	f.SetStreamError(connect.NewError(connect.CodeNotFound, errors.New("device not found")))
 	ta := newTestAgent(t, f, t.TempDir(), t.TempDir(), func(c *Config) {
 		c.Timing.ReconnectMaxDelay = time.Minute
 	})

@@ -17,9 +17,9 @@ var errDeadStream = errors.New("no message from the server within the dead-strea
 
 type agentStream = *connect.BidiStreamForClient[fleetplanev1.StreamRequest, fleetplanev1.StreamResponse]
 
-// runStream holds one stream until it fails or ctx ends. heard reports whether the server sent
-// at least one message, which shows that the stream was established.
-func (a *Agent) runStream(ctx context.Context) (heard bool, err error) {
+// runStream holds one stream until it fails or ctx ends. It reports the stream as established
+// when the server sent at least one message on it.
+func (a *Agent) runStream(ctx context.Context) (established bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	stream := a.streamClient.Stream(ctx)
 	defer func() {
@@ -57,13 +57,13 @@ func (a *Agent) runStream(ctx context.Context) (heard bool, err error) {
 		var err error
 		select {
 		case <-ctx.Done():
-			return heard, ctx.Err()
+			return established, ctx.Err()
 		case err := <-failed:
-			return heard, err
+			return established, err
 		case <-dead.C:
-			return heard, errDeadStream
+			return established, errDeadStream
 		case msg := <-received:
-			heard = true
+			established = true
 			dead.Reset(a.timing.DeadAfter)
 			err = a.handle(ctx, stream, msg)
 		case <-keepalive.C:
@@ -74,7 +74,7 @@ func (a *Agent) runStream(ctx context.Context) (heard bool, err error) {
 			err = a.sendStatus(stream)
 		}
 		if err != nil {
-			return heard, a.streamFailure(ctx, err, failed)
+			return established, a.streamFailure(ctx, err, failed)
 		}
 	}
 }

@@ -61,7 +61,7 @@ type Server struct {
 	enrollCalls int
 	certCalls   int
 	enrolled    map[string]*fleetplanev1.EnrollRequest
-	refuse      error
+	streamErr   error
 	autoSpec    *fleetplanev1.RenderedDeviceSpec
 	acks        int
 
@@ -187,11 +187,11 @@ func (f *Server) SetApproval(state string) {
 	f.approval = state
 }
 
-// SetRefusal makes Stream fail with err before it reads anything; nil accepts streams again.
-func (f *Server) SetRefusal(err error) {
+// SetStreamError makes Stream fail with err before it reads anything; nil accepts streams again.
+func (f *Server) SetStreamError(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.refuse = err
+	f.streamErr = err
 }
 
 // SetAutoSpec makes the server serve streams itself instead of handing them to NextStream. It

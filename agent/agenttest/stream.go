@@ -26,10 +26,10 @@ func (f *Server) Stream(
 		return connect.NewError(connect.CodeUnauthenticated, errors.New("client certificate required"))
 	}
 	f.mu.Lock()
-	refuse, auto := f.refuse, f.autoSpec
+	streamErr, auto := f.streamErr, f.autoSpec
 	f.mu.Unlock()
-	if refuse != nil {
-		return refuse
+	if streamErr != nil {
+		return streamErr
 	}
 	first, err := stream.Receive()
 	if err != nil {
