@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/fleetplane/fleetplane/client"
+	fleetplanev1 "github.com/fleetplane/fleetplane/gen/fleetplane/v1"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -58,15 +59,16 @@ func withKind(obj proto.Message) proto.Message {
 
 // metaName returns obj's metadata.name, or "" when it has none.
 func metaName(obj proto.Message) string {
+	m, _ := field(obj, "metadata").(*fleetplanev1.ObjectMeta)
+	return m.GetName()
+}
+
+// field returns the message field name of obj, or nil when it is unset or not a message.
+func field(obj proto.Message, name protoreflect.Name) proto.Message {
 	m := obj.ProtoReflect()
-	fd := m.Descriptor().Fields().ByName("metadata")
+	fd := m.Descriptor().Fields().ByName(name)
 	if fd == nil || fd.Message() == nil || !m.Has(fd) {
-		return ""
+		return nil
 	}
-	meta := m.Get(fd).Message()
-	nameField := meta.Descriptor().Fields().ByName("name")
-	if nameField == nil {
-		return ""
-	}
-	return meta.Get(nameField).String()
+	return m.Get(fd).Message().Interface()
 }

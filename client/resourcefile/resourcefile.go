@@ -189,6 +189,9 @@ func parseDocument(source string, index int, c chunk) (*Document, error) {
 	if err := protojson.Unmarshal(cleaned, obj); err != nil {
 		return nil, wrap("", strings.TrimPrefix(err.Error(), "proto: "))
 	}
+	if fe := checkMetadata(obj); fe != nil {
+		return nil, wrap(fe.path, fe.problem)
+	}
 	return &Document{Source: source, Index: index, Line: c.line, Kind: kind, Object: obj}, nil
 }
 

@@ -150,6 +150,15 @@ func TestParseErrors(t *testing.T) {
 		{"label number", "apiVersion: fleetplane.dev/v1\nkind: Device\nmetadata:\n  name: d\n" +
 			"  labels:\n    version: 2\n", "metadata.labels.version",
 			[]string{"expected a string, got number 2", "quote"}},
+		{"label value", "apiVersion: fleetplane.dev/v1\nkind: Device\nmetadata:\n  name: d\n" +
+			"  labels:\n    site: two words\n", "metadata.labels.site",
+			[]string{"(Device/d)", `invalid label value "two words"`}},
+		{"selector key", head + "spec:\n  selector:\n    matchLabels:\n      -bad: x\n",
+			`spec.selector.matchLabels["-bad"]`, []string{"invalid label key"}},
+		{"missing name", "apiVersion: fleetplane.dev/v1\nkind: Device\nmetadata: {}\n",
+			"metadata.name", []string{"missing"}},
+		{"bad name", "apiVersion: fleetplane.dev/v1\nkind: Device\nmetadata: {name: Big}\n",
+			"metadata.name", []string{`invalid name "Big"`}},
 		{"not a mapping", "- a\n- b\n", "", []string{"expected a mapping"}},
 		{"list for object", head + "spec: [1]\n", "spec", []string{"expected a mapping"}},
 		{"out of range", head + "spec:\n  rolloutPolicy:\n    disruptionBudget:\n" +

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"connectrpc.com/connect"
+	"github.com/fleetplane/fleetplane/client"
+	"github.com/fleetplane/fleetplane/client/resourcefile"
+	fleetplanev1 "github.com/fleetplane/fleetplane/gen/fleetplane/v1"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// applyAttempts bounds the get-and-update retries when another writer changes an object
+// between the get and the update.
+const applyAttempts = 5
+
+func newApplyCommand(a *app) *cobra.Command {
+	var files []string
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE|DIR|-",
+		Short: "Create or update resources from YAML or JSON files",
+		Long: "Create or update the resources in the given files. A directory contributes its\n" +
+			"*.yaml, *.yml and *.json files in name order; - reads standard input. Every\n" +
+			"document is parsed before anything is written, so a file with an error changes\n" +
+			"nothing.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(files) == 0 {
+				return errors.New(`no input: pass -f FILE, -f DIR or -f - for standard input`)
+			}
+			docs, err := resourcefile.Load(files, a.stdin)
+			if err != nil {
+				return fmt.Errorf("nothing was applied because of these errors:\n%w", err)
+			}
+			if len(docs) == 0 {
+				return errors.New("nothing to apply: the input holds no documents")
+			}
+			return a.applyAll(cmd.Context(), docs)
+		},
+	}
+	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil,
+		"file, directory or - (standard input) to apply; repeatable")
+	return cmd
+}
+
+// applyAll applies every document in order, continuing past failures, and returns an error
+// naming each document that failed.
+func (a *app) applyAll(ctx context.Context, docs []*resourcefile.Document) error {
+	c := a.client()
+	var failed []string
+	for _, doc := range docs {
+		result, err := a.applyOne(ctx, c, doc)
+		if unreachable(err) {
+			return err
+		}
+		if err != nil {
+			fmt.Fprintf(a.stderr, "error: %s (%s, document %d): %v\n", doc, doc.Source,
+				doc.Index, err)
+			failed = append(failed, doc.String())
+			continue
+		}
+		fmt.Fprintf(a.stdout, "%s %s\n", doc, result)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d of %d documents failed: %s", len(failed), len(docs),
+			strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+// applyOne creates the document's object, or updates it when it exists, and returns
+// "created", "configured" or "unchanged".
+func (a *app) applyOne(ctx context.Context, c *client.Client, doc *resourcefile.Document) (string, error) {
+	what := fmt.Sprintf("apply %s", doc)
+	_, err := c.Create(ctx, proto.Clone(doc.Object))
+	if err == nil {
+		return "created", nil
+	}
+	if !isCode(err, connect.CodeAlreadyExists) {
+		return "", a.apiError(what, err)
+	}
+	if !doc.Kind.Can("update") {
+		current, err := c.Get(ctx, doc.Kind, doc.Name())
+		if err != nil {
+			return "", a.apiError(what, err)
+		}
+		if sameContent(current, doc.Object) {
+			return "unchanged", nil
+		}
+		return "", fmt.Errorf("%s cannot be changed once created; delete it with "+
+			`"fleetplane delete %s %s" and apply again`, doc, strings.ToLower(doc.Kind.Name),
+			doc.Name())
+	}
+	pinned := resourceVersion(doc.Object)
+	for attempt := 1; ; attempt++ {
+		current, err := c.Get(ctx, doc.Kind, doc.Name())
+		if err != nil {
+			return "", a.apiError(what, err)
+		}
+		if sameContent(current, doc.Object) {
+			return "unchanged", nil
+		}
+		obj := proto.Clone(doc.Object)
+		if pinned == "" {
+			setResourceVersion(obj, resourceVersion(current))
+		}
+		_, err = c.Update(ctx, obj)
+		switch {
+		case err == nil:
+			return "configured", nil
+		case !isCode(err, connect.CodeAborted):
+			return "", a.apiError(what, err)
+		case pinned != "":
+			return "", staleError(ctx, c, doc, pinned)
+		case attempt == applyAttempts:
+			return "", fmt.Errorf("%s: it kept changing during %d attempts; apply again",
+				what, applyAttempts)
+		}
+	}
+}
+
+// staleError explains an update rejected because the file's resourceVersion is out of date.
+func staleError(ctx context.Context, c *client.Client, doc *resourcefile.Document, pinned string) error {
+	now := "unknown"
+	if current, err := c.Get(ctx, doc.Kind, doc.Name()); err == nil {
+		now = resourceVersion(current)
+	}
+	kind := strings.ToLower(doc.Kind.Name)
+	return fmt.Errorf("%s %q was modified since this file was exported (resourceVersion %s, "+
+		`now %s); get it again with "fleetplane get %s %s -o yaml", edit and apply`,
+		kind, doc.Name(), pinned, now, kind, doc.Name())
+}
+
+// sameContent reports whether applying want would leave have's labels, annotations and spec
+// as they are.
+func sameContent(have, want proto.Message) bool {
+	hm, wm := meta(have), meta(want)
+	if !equalMaps(hm.GetLabels(), wm.GetLabels()) ||
+		!equalMaps(userAnnotations(hm), userAnnotations(wm)) {
+		return false
+	}
+	return proto.Equal(field(have, "spec"), field(want, "spec"))
+}
+
+// serverAnnotationPrefix starts the annotations that only the server sets; an update keeps
+// them whatever the request holds.
+const serverAnnotationPrefix = "fleetplane.dev/"
+
+func userAnnotations(m *fleetplanev1.ObjectMeta) map[string]string {
+	out := map[string]string{}
+	for k, v := range m.GetAnnotations() {
+		if !strings.HasPrefix(k, serverAnnotationPrefix) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// field returns the message field name of obj, or an empty message when it is unset.
+func field(obj proto.Message, name protoreflect.Name) proto.Message {
+	m := obj.ProtoReflect()
+	fd := m.Descriptor().Fields().ByName(name)
+	if fd == nil || fd.Message() == nil {
+		return nil
+	}
+	if !m.Has(fd) {
+		return m.Get(fd).Message().Type().New().Interface()
+	}
+	return m.Get(fd).Message().Interface()
+}
+
+func meta(obj proto.Message) *fleetplanev1.ObjectMeta {
+	m, _ := field(obj, "metadata").(*fleetplanev1.ObjectMeta)
+	return m
+}
+
+func resourceVersion(obj proto.Message) string { return meta(obj).GetResourceVersion() }
+
+func setResourceVersion(obj proto.Message, version string) {
+	m := obj.ProtoReflect()
+	fd := m.Descriptor().Fields().ByName("metadata")
+	m.Mutable(fd).Message().Interface().(*fleetplanev1.ObjectMeta).ResourceVersion = version
+}

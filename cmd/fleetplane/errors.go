@@ -1,0 +1,78 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+
+	"connectrpc.com/connect"
+)
+
+// apiError rewrites err from a call to the server into a message that says what failed and
+// what to do. what names the action, such as `get fleet "edge"`.
+func (a *app) apiError(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if unreachable(err) {
+		return &unreachableError{fmt.Sprintf("cannot reach the Fleetplane server at %s: %s; "+
+			`start it with "fleetplane serve" or set --server`, a.server, networkReason(err))}
+	}
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	switch ce.Code() {
+	case connect.CodeNotFound:
+		return fmt.Errorf("%s: not found", what)
+	case connect.CodeInvalidArgument:
+		return fmt.Errorf("%s: invalid: %s", what, ce.Message())
+	case connect.CodeAborted:
+		return fmt.Errorf("%s: conflict: %s", what, ce.Message())
+	case connect.CodeUnimplemented:
+		return fmt.Errorf("%s: the server at %s does not offer this call; check that "+
+			"--server points at a Fleetplane server of this version", what, a.server)
+	}
+	return fmt.Errorf("%s: %s: %s", what, ce.Code(), ce.Message())
+}
+
+// unreachableError reports that the server could not be reached at all, so further calls
+// are pointless.
+type unreachableError struct{ message string }
+
+func (e *unreachableError) Error() string { return e.message }
+
+func unreachable(err error) bool {
+	var reachErr *unreachableError
+	if errors.As(err, &reachErr) {
+		return true
+	}
+	var opErr *net.OpError
+	var dnsErr *net.DNSError
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &opErr) ||
+		errors.As(err, &dnsErr)
+}
+
+func networkReason(err error) string {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return "unknown host " + dnsErr.Name
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Err != nil {
+		return opErr.Err.Error()
+	}
+	return err.Error()
+}
+
+// isCode reports whether err is a Connect error with code.
+func isCode(err error, code connect.Code) bool {
+	return connect.CodeOf(err) == code
+}
