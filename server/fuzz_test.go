@@ -12,8 +12,8 @@ import (
 	"github.com/fleetplane/fleetplane/store/sqlite"
 )
 
-// FuzzCreateJSON sends random bytes as the Connect JSON body of CreateFleet and CreateDevice
-// and checks that no request is answered with a 500, which would mean an internal error.
+// FuzzCreateJSON sends random bytes as the Connect JSON body of CreateFleet and CreateDevice,
+// and of the matching updates, and checks that no response has status 500 (an internal error).
 func FuzzCreateJSON(f *testing.F) {
 	for _, seed := range []string{
 		`{}`,
@@ -22,6 +22,7 @@ func FuzzCreateJSON(f *testing.F) {
 		`{"fleet":{"spec":{"rolloutPolicy":{"deviceSelection":{"sequence":[{"limit":{"x":1}}]}}}}}`,
 		`{"device":{"metadata":{"name":"a","labels":{"k":"v"}},"status":{"summary":{"status":"Online"}}}}`,
 		`{"device":null}`,
+		`{"device":{"metadata":{"name":"a","resourceVersion":"abc"}}}`,
 		`[]`,
 	} {
 		f.Add([]byte(seed))
@@ -39,6 +40,8 @@ func FuzzCreateJSON(f *testing.F) {
 	procedures := []string{
 		fleetplanev1connect.FleetServiceCreateFleetProcedure,
 		fleetplanev1connect.DeviceServiceCreateDeviceProcedure,
+		fleetplanev1connect.FleetServiceUpdateFleetProcedure,
+		fleetplanev1connect.DeviceServiceUpdateDeviceProcedure,
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, procedure := range procedures {

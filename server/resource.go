@@ -151,6 +151,7 @@ func (r *resource[T]) create(ctx context.Context, obj T) (T, error) {
 // clearServerFields drops what only the server may set from an object sent for create.
 func (r *resource[T]) clearServerFields(obj T) {
 	setKind(obj)
+	setEmptySpec(obj)
 	m := store.Meta(obj)
 	m.Owner = ""
 	m.Generation = 0
@@ -166,6 +167,17 @@ func dropServerAnnotations(m *fleetplanev1.ObjectMeta) {
 		if strings.HasPrefix(k, validation.ServerPrefix) {
 			delete(m.Annotations, k)
 		}
+	}
+}
+
+// setEmptySpec sets an empty spec when the request has none, so that every stored object of a
+// kind with a spec has one.
+// NOTE: the SQLite store rejects an Update without a spec (NOT NULL constraint on
+// resources.spec), which would otherwise surface as INTERNAL.
+func setEmptySpec(obj store.Object) {
+	m := obj.ProtoReflect()
+	if fd := m.Descriptor().Fields().ByName("spec"); fd != nil {
+		m.Mutable(fd)
 	}
 }
 
@@ -187,6 +199,7 @@ func (r *resource[T]) update(ctx context.Context, obj T) (T, error) {
 		return zero, invalidArgument(r.field, "must be set")
 	}
 	setKind(obj)
+	setEmptySpec(obj)
 	if err := r.validate(ctx, obj); err != nil {
 		return zero, err
 	}

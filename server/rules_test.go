@@ -127,6 +127,15 @@ func TestServerFieldsOnUpdate(t *testing.T) {
 	}
 }
 
+func TestUpdateBadResourceVersion(t *testing.T) {
+	ts := startServer(t, nil)
+	d := createDevice(t, ts, newDevice("rv", nil))
+	d.Metadata.ResourceVersion = "not-a-version"
+	_, err := ts.devices().UpdateDevice(context.Background(),
+		connect.NewRequest(&fleetplanev1.UpdateDeviceRequest{Device: d}))
+	wantCode(t, err, connect.CodeInvalidArgument)
+}
+
 func TestUpdateDeviceStatus(t *testing.T) {
 	ts := startServer(t, nil)
 	created := createDevice(t, ts, newDevice("st", nil))
