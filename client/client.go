@@ -1,4 +1,4 @@
-// Package client is a typed Go client for the Fleetplane API. It holds one Connect client per
+// Package client is a typed Go client for the Fleetplane API. It contains one Connect client per
 // service and adds helpers keyed by resource kind (Get, List, Create, Update, Delete, Watch), so
 // that tools such as the fleetplane command treat every kind the same way.
 package client
@@ -46,7 +46,7 @@ func WithClientOptions(opts ...connect.ClientOption) Option {
 }
 
 // New returns a Client for the server at baseURL, such as "http://127.0.0.1:7080". It speaks
-// the Connect protocol unless an option says otherwise.
+// the Connect protocol unless an option selects another.
 func New(baseURL string, opts ...Option) *Client {
 	cfg := config{httpClient: http.DefaultClient}
 	for _, opt := range opts {

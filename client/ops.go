@@ -27,7 +27,7 @@ type Page struct {
 	ResourceVersion string
 }
 
-// ops holds the calls for one kind; a nil entry means the API does not offer the call.
+// ops contains the calls for one kind. A nil entry means the API does not offer the call.
 type ops struct {
 	get       func(context.Context, *Client, string) (proto.Message, error)
 	list      func(context.Context, *Client, ListOptions) (*Page, error)

@@ -74,8 +74,8 @@ func (e *Error) Error() string {
 }
 
 // Parse reads every document of data, which came from source. It returns the documents that
-// parsed and an error joining one *Error per document that did not; callers that must not act
-// on a partly valid file check the error first.
+// parsed, and an error that joins one *Error for each document that did not. A caller that must
+// not act on a partly valid file checks the error first.
 func Parse(source string, data []byte) ([]*Document, error) {
 	var docs []*Document
 	var errs []error
@@ -98,7 +98,7 @@ type chunk struct {
 	line int
 }
 
-// splitDocuments splits data at lines that hold only "---" (optionally followed by a comment).
+// splitDocuments splits data at lines that contain only "---" (optionally followed by a comment).
 // Every chunk keeps its starting line so that YAML errors can name file lines.
 func splitDocuments(data []byte) []chunk {
 	var chunks []chunk

@@ -142,7 +142,7 @@ func checkEnum(ed protoreflect.EnumDescriptor, v any, path string) *fieldError {
 	return typeError(path, "one of "+strings.Join(names, ", "), v)
 }
 
-// checkInteger accepts a JSON number or a string holding one, as protojson does, when the value
+// checkInteger accepts a JSON number or a string that contains one, as protojson does, when the value
 // is a whole number in the range of kind.
 func checkInteger(kind protoreflect.Kind, v any, path string) *fieldError {
 	var text string
@@ -270,7 +270,7 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-// mapPath appends a map key, quoting keys that hold dots, slashes or other punctuation.
+// mapPath appends a map key, quoting keys that contain dots, slashes or other punctuation.
 func mapPath(path, key string) string {
 	if plainKey.MatchString(key) {
 		return join(path, key)

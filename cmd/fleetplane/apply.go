@@ -38,7 +38,7 @@ func newApplyCommand(a *app) *cobra.Command {
 				return fmt.Errorf("nothing was applied because of these errors:\n%w", err)
 			}
 			if len(docs) == 0 {
-				return errors.New("nothing to apply: the input holds no documents")
+				return errors.New("nothing to apply: the input contains no documents")
 			}
 			return a.applyAll(cmd.Context(), docs)
 		},
@@ -148,7 +148,7 @@ func sameContent(have, want proto.Message) bool {
 }
 
 // serverAnnotationPrefix starts the annotations that only the server sets; an update keeps
-// them whatever the request holds.
+// them whatever the request contains.
 const serverAnnotationPrefix = "fleetplane.dev/"
 
 func userAnnotations(m *fleetplanev1.ObjectMeta) map[string]string {

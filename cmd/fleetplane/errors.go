@@ -9,7 +9,7 @@ import (
 	"connectrpc.com/connect"
 )
 
-// apiError rewrites err from a call to the server into a message that says what failed and
+// apiError rewrites err from a call to the server into a message that states what failed and
 // what to do. what names the action, such as `get fleet "edge"`.
 func (a *app) apiError(what string, err error) error {
 	if err == nil {

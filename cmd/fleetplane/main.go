@@ -20,7 +20,7 @@ const defaultServer = "http://127.0.0.1:7080"
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// extraCommands holds constructors that other files of this package register in init, so
+// extraCommands contains constructors that other files of this package register in init, so
 // that they add subcommands without editing the root command.
 var extraCommands []func(*app) *cobra.Command
 

@@ -19,7 +19,7 @@ import (
 const tableWidth = 80
 
 // columnGap separates table columns.
-const columnGap = "   "
+const columnGap = "  "
 
 // minColumnWidth is the narrowest a column is trimmed to, unless its header is narrower.
 const minColumnWidth = 8
