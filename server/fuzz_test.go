@@ -50,7 +50,7 @@ func FuzzCreateJSON(f *testing.F) {
 			rec := httptest.NewRecorder()
 			handler.ServeHTTP(rec, req)
 			if rec.Code >= 500 {
-				t.Errorf("%s answered %d: %s", procedure, rec.Code, rec.Body.String())
+				t.Errorf("%s returned status %d: %s", procedure, rec.Code, rec.Body.String())
 			}
 		}
 	})
@@ -107,7 +107,7 @@ func FuzzUnaryJSON(f *testing.F) {
 		rec := httptest.NewRecorder()
 		handler.ServeHTTP(rec, req)
 		if rec.Code >= 500 {
-			t.Errorf("%s answered %d: %s", procedure, rec.Code, rec.Body.String())
+			t.Errorf("%s returned status %d: %s", procedure, rec.Code, rec.Body.String())
 		}
 	})
 }
