@@ -24,7 +24,7 @@ const lockVersion = 0
 
 // bootstrapAttempts bounds the retries of the statements that create schema_migrations.
 // Two processes that run CREATE TABLE IF NOT EXISTS at the same moment can both pass the
-// existence check, and then one fails with a unique or duplicate-table violation.
+// existence check, and then one fails with a unique violation or a duplicate table or type.
 const bootstrapAttempts = 5
 
 // migrate applies, in file-name order, each embedded migration not yet recorded in
@@ -77,7 +77,7 @@ func (s *Store) bootstrapMigrations(ctx context.Context) error {
 				VALUES ($1, 0) ON CONFLICT (version) DO NOTHING`, lockVersion)
 		}
 		switch sqlState(err) {
-		case uniqueViolation, duplicateTable, serializationFailure:
+		case uniqueViolation, duplicateTable, duplicateObject, serializationFailure:
 			continue
 		}
 		break

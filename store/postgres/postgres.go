@@ -355,6 +355,7 @@ const (
 	serializationFailure = "40001"
 	uniqueViolation      = "23505"
 	duplicateTable       = "42P07"
+	duplicateObject      = "42710"
 )
 
 func sqlState(err error) string {
