@@ -1,0 +1,229 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/fleetplane/fleetplane/store"
+)
+
+// membershipLoop runs a membership round every LeaseDuration/3 until ctx ends.
+func (d *Dispatcher) membershipLoop(ctx context.Context, startedAt time.Time) {
+	interval := d.cfg.LeaseDuration / 3
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		if err := d.membershipRound(ctx, startedAt); err != nil && ctx.Err() == nil {
+			d.log.Warn("membership round failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// membershipRound refreshes the heartbeat, computes the desired shards over the live replicas,
+// acquires or renews them, and drains and releases the shards that moved away.
+func (d *Dispatcher) membershipRound(ctx context.Context, startedAt time.Time) error {
+	if err := d.heartbeat(ctx, startedAt); err != nil {
+		return err
+	}
+	desired, err := d.desiredShards(ctx)
+	if err != nil {
+		return err
+	}
+
+	d.mu.Lock()
+	for shard, held := range d.shards {
+		held.draining = !desired[shard]
+		if held.draining {
+			desired[shard] = true // renew it until its running tasks finish
+		}
+	}
+	d.mu.Unlock()
+
+	for shard := range desired {
+		if ctx.Err() != nil {
+			return nil
+		}
+		d.acquire(ctx, shard)
+	}
+	d.releaseDrained(ctx)
+	d.Wake()
+	return nil
+}
+
+func (d *Dispatcher) heartbeat(ctx context.Context, startedAt time.Time) error {
+	replica := store.Replica{
+		ID:          d.cfg.ReplicaID,
+		Address:     d.cfg.Address,
+		StartedAt:   startedAt,
+		HeartbeatAt: time.Now(),
+	}
+	err := d.cfg.Store.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		return tx.Heartbeat(ctx, replica)
+	})
+	if err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	return nil
+}
+
+// desiredShards returns the shards that Assign gives this replica among the live replicas.
+func (d *Dispatcher) desiredShards(ctx context.Context) (map[int]bool, error) {
+	var (
+		shardCount int
+		replicas   []store.Replica
+	)
+	err := d.cfg.Store.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		var err error
+		if shardCount, err = tx.ShardCount(ctx); err != nil {
+			return err
+		}
+		replicas, err = tx.Replicas(ctx)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read membership: %w", err)
+	}
+	live := []string{d.cfg.ReplicaID}
+	cutoff := time.Now().Add(-d.cfg.LeaseDuration)
+	for _, r := range replicas {
+		if r.HeartbeatAt.After(cutoff) {
+			live = append(live, r.ID)
+		}
+	}
+	desired := map[int]bool{}
+	for shard, owner := range Assign(shardCount, live) {
+		if owner == d.cfg.ReplicaID {
+			desired[shard] = true
+		}
+	}
+	return desired, nil
+}
+
+// acquire takes or renews the lease of shard. On a new epoch it resets the shard's running
+// tasks, which the previous owner may have left behind, before the shard becomes claimable.
+func (d *Dispatcher) acquire(ctx context.Context, shard int) {
+	now := time.Now()
+	var lease store.Lease
+	err := d.cfg.Store.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		var err error
+		lease, err = tx.AcquireLease(ctx, shard, d.cfg.ReplicaID, now, now.Add(d.cfg.LeaseDuration))
+		return err
+	})
+	if errors.Is(err, store.ErrConflict) {
+		d.markLost(shard, -1, "lease held by another replica")
+		return
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn("acquire lease failed", "shard", shard, "err", err)
+		}
+		return
+	}
+
+	d.mu.Lock()
+	held, ok := d.shards[shard]
+	if !ok || held.epoch != lease.Epoch {
+		if ok {
+			d.log.Warn("shard lease was lost and taken again", "shard", shard,
+				"old_epoch", held.epoch, "epoch", lease.Epoch)
+		}
+		// A fresh entry: tasks still running under the old epoch are no longer counted, and
+		// their commits will be fenced.
+		held = &heldShard{epoch: lease.Epoch}
+		d.shards[shard] = held
+		d.countLeaseChange(ctx)
+		d.log.Info("shard lease acquired", "shard", shard, "epoch", lease.Epoch)
+	}
+	needsReset := !held.ready
+	d.mu.Unlock()
+
+	if needsReset {
+		d.resetShard(ctx, shard, lease.Epoch)
+	}
+}
+
+// resetShard makes the shard's running tasks pending again under a fence at the new epoch.
+// NOTE: a task this replica still runs under an older epoch of the same shard is reset too, so
+// its key may run twice at once for a short time; both runs are idempotent and the old one's
+// commit is fenced.
+func (d *Dispatcher) resetShard(ctx context.Context, shard int, epoch int64) {
+	fence := store.Fence{Shard: shard, Owner: d.cfg.ReplicaID, Epoch: epoch}
+	var n int64
+	err := d.cfg.Store.InTx(store.WithFence(ctx, fence), func(ctx context.Context, tx store.Tx) error {
+		var err error
+		n, err = tx.ResetRunning(ctx, shard)
+		return err
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn("reset running tasks failed", "shard", shard, "err", err)
+		}
+		return
+	}
+	if n > 0 {
+		d.log.Info("running tasks of the previous owner reset", "shard", shard, "tasks", n)
+	}
+	d.mu.Lock()
+	if held, ok := d.shards[shard]; ok && held.epoch == epoch {
+		held.ready = true
+	}
+	d.mu.Unlock()
+	d.Wake()
+}
+
+// releaseDrained releases the draining shards that have no running task.
+func (d *Dispatcher) releaseDrained(ctx context.Context) {
+	d.mu.Lock()
+	var idle []store.Fence
+	for shard, held := range d.shards {
+		if held.draining && held.inflight == 0 {
+			idle = append(idle, store.Fence{Shard: shard, Epoch: held.epoch})
+			delete(d.shards, shard)
+		}
+	}
+	d.mu.Unlock()
+	for _, f := range idle {
+		d.release(ctx, f.Shard, f.Epoch)
+	}
+}
+
+func (d *Dispatcher) release(ctx context.Context, shard int, epoch int64) {
+	err := d.cfg.Store.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		return tx.ReleaseLease(ctx, shard, d.cfg.ReplicaID, epoch)
+	})
+	if err != nil {
+		d.log.Warn("release lease failed; it will expire", "shard", shard, "err", err)
+		return
+	}
+	d.countLeaseChange(ctx)
+	d.log.Info("shard lease released", "shard", shard, "epoch", epoch)
+}
+
+// markLost forgets a shard that this replica no longer holds at epoch (any epoch when epoch is
+// negative), so nothing more is claimed from it. Tasks still running there will have their
+// commits fenced.
+func (d *Dispatcher) markLost(shard int, epoch int64, reason string) {
+	d.mu.Lock()
+	held, ok := d.shards[shard]
+	ok = ok && (epoch < 0 || held.epoch == epoch)
+	if ok {
+		delete(d.shards, shard)
+	}
+	d.mu.Unlock()
+	if ok {
+		d.countLeaseChange(context.Background())
+		d.log.Warn("shard lease lost", "shard", shard, "reason", reason)
+	}
+}
+
+func (d *Dispatcher) countLeaseChange(ctx context.Context) {
+	d.counts.leaseChanges.Add(1)
+	metrics().leaseChanges.Add(ctx, 1)
+}
