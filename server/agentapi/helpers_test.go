@@ -5,11 +5,13 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -118,7 +120,7 @@ func (e *env) render(device, content string) string {
 		var err error
 		version, _, err = tx.PutRendered(ctx, device, &fleetplanev1.RenderedDeviceSpec{
 			Files:       []*fleetplanev1.RenderedFile{{Path: "/etc/app.conf", Content: []byte(content)}},
-			ContentHash: content,
+			ContentHash: fmt.Sprintf("%x", sha256.Sum256([]byte(content))),
 		})
 		return err
 	})
@@ -188,6 +190,17 @@ func (e *env) httpClient(certs ...tls.Certificate) *http.Client {
 	return &http.Client{Transport: transport}
 }
 
+// smallWindowClient is httpClient with 64 KiB HTTP/2 receive windows, so that a peer's sends
+// stall soon after the client stops reading.
+func (e *env) smallWindowClient(certs ...tls.Certificate) *http.Client {
+	client := e.httpClient(certs...)
+	client.Transport.(*http.Transport).HTTP2 = &http.HTTP2Config{
+		MaxReceiveBufferPerStream:     64 << 10,
+		MaxReceiveBufferPerConnection: 64 << 10,
+	}
+	return client
+}
+
 func (e *env) agentClient(certs ...tls.Certificate) fleetplanev1connect.AgentServiceClient {
 	return fleetplanev1connect.NewAgentServiceClient(e.httpClient(certs...), e.url)
 }
@@ -213,6 +226,15 @@ func (e *env) connect(device, version string) *testAgent {
 
 func (e *env) connectWith(client fleetplanev1connect.AgentServiceClient, version string) *testAgent {
 	e.t.Helper()
+	a := e.connectPaused(client, version)
+	a.startReceiving()
+	return a
+}
+
+// connectPaused opens a stream and sends hello but does not read from the stream until
+// startReceiving is called, so HTTP/2 flow control holds up the server's sends.
+func (e *env) connectPaused(client fleetplanev1connect.AgentServiceClient, version string) *testAgent {
+	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &testAgent{
 		t:        e.t,
@@ -225,8 +247,11 @@ func (e *env) connectWith(client fleetplanev1connect.AgentServiceClient, version
 	a.send(&fleetplanev1.StreamRequest{Message: &fleetplanev1.StreamRequest_Hello{
 		Hello: &fleetplanev1.AgentHello{RenderedVersion: version, CapabilityVersion: 1, AgentVersion: "test"},
 	}})
-	go a.receive()
 	return a
+}
+
+func (a *testAgent) startReceiving() {
+	go a.receive()
 }
 
 func (a *testAgent) close() {
@@ -235,8 +260,7 @@ func (a *testAgent) close() {
 	a.stream.CloseResponse()
 }
 
-// receive forwards messages until the stream fails. A test that does not drain received
-// stalls this goroutine once the channel is full, and with it the agent's reading.
+// receive forwards messages until the stream fails.
 func (a *testAgent) receive() {
 	for {
 		msg, err := a.stream.Receive()
@@ -300,7 +324,7 @@ func (a *testAgent) expectSpec(version string) {
 	}
 }
 
-// expectEnd waits for the stream to end and returns its error code.
+// expectEnd waits for the stream to end and returns the error it ended with.
 func (a *testAgent) expectEnd() *connect.Error {
 	a.t.Helper()
 	timeout := time.After(waitTimeout)
