@@ -12,7 +12,7 @@ func TestResolveKindAliases(t *testing.T) {
 		"device": "Device", "devices": "Device", "dev": "Device", "Device": "Device",
 		"fleet": "Fleet", "fleets": "Fleet",
 		"templateversion": "TemplateVersion", "templateversions": "TemplateVersion",
-		"tv": "TemplateVersion",
+		"tv":         "TemplateVersion",
 		"repository": "Repository", "repositories": "Repository", "repo": "Repository",
 		"resourcesync": "ResourceSync", "resourcesyncs": "ResourceSync", "rs": "ResourceSync",
 		"enrollmentrequest": "EnrollmentRequest", "enrollmentrequests": "EnrollmentRequest",

@@ -29,6 +29,8 @@ type Document struct {
 	Source string
 	// Index is the document's position in the file, from 1.
 	Index int
+	// Item is the object's position in a List document, from 1, or 0 outside a List.
+	Item int
 	// Line is the file line where the document starts, from 1.
 	Line   int
 	Kind   *client.Kind
@@ -43,10 +45,21 @@ func (d *Document) String() string {
 	return strings.ToLower(d.Kind.Name) + "/" + d.Name()
 }
 
+// Location returns where the object came from, such as "fleet.yaml, document 2" or
+// "-, document 1 item 3".
+func (d *Document) Location() string {
+	if d.Item > 0 {
+		return fmt.Sprintf("%s, document %d item %d", d.Source, d.Index, d.Item)
+	}
+	return fmt.Sprintf("%s, document %d", d.Source, d.Index)
+}
+
 // Error is a problem in one document.
 type Error struct {
 	Source   string
 	Document int
+	// Item is the object's position in a List document, from 1, or 0 outside a List.
+	Item int
 	// Kind and Name identify the object when the document got that far.
 	Kind, Name string
 	// Line is the file line of a YAML syntax error, or 0.
@@ -59,6 +72,9 @@ type Error struct {
 func (e *Error) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: document %d", e.Source, e.Document)
+	if e.Item > 0 {
+		fmt.Fprintf(&b, " item %d", e.Item)
+	}
 	if e.Kind != "" && e.Name != "" {
 		fmt.Fprintf(&b, " (%s/%s)", e.Kind, e.Name)
 	} else if e.Kind != "" {
@@ -80,13 +96,10 @@ func Parse(source string, data []byte) ([]*Document, error) {
 	var docs []*Document
 	var errs []error
 	for i, chunk := range splitDocuments(data) {
-		doc, err := parseDocument(source, i+1, chunk)
+		parsed, err := parseDocument(source, i+1, chunk)
+		docs = append(docs, parsed...)
 		if err != nil {
 			errs = append(errs, err)
-			continue
-		}
-		if doc != nil {
-			docs = append(docs, doc)
 		}
 	}
 	return docs, errors.Join(errs...)
@@ -136,8 +149,9 @@ func isSeparator(line []byte) bool {
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)
 
-// parseDocument returns nil and no error for a document with no content.
-func parseDocument(source string, index int, c chunk) (*Document, error) {
+// parseDocument returns the objects of one document: none for a document without content,
+// several for a List.
+func parseDocument(source string, index int, c chunk) ([]*Document, error) {
 	fail := func(field, format string, args ...any) *Error {
 		return &Error{Source: source, Document: index, Field: field,
 			Problem: fmt.Sprintf(format, args...)}
@@ -161,14 +175,63 @@ func parseDocument(source string, index int, c chunk) (*Document, error) {
 		return nil, fail("", "expected a mapping with apiVersion, kind, metadata and spec, "+
 			"got %s", describe(raw))
 	}
+	if top["kind"] != listKind {
+		doc, err := parseObject(source, index, 0, top)
+		if err != nil {
+			return nil, err
+		}
+		doc.Line = c.line
+		return []*Document{doc}, nil
+	}
+	return parseList(source, index, c.line, top)
+}
 
+// listKind is the kind of a document whose items field contains several objects, as
+// "fleetplane get -o json" writes for more than one object.
+const listKind = "List"
+
+func parseList(source string, index, line int, top map[string]any) ([]*Document, error) {
+	for key := range top {
+		if key != "apiVersion" && key != "kind" && key != "items" && key != "metadata" {
+			return nil, &Error{Source: source, Document: index, Kind: listKind, Field: key,
+				Problem: "unknown field; a List has apiVersion, kind and items"}
+		}
+	}
+	items, ok := top["items"].([]any)
+	if !ok && top["items"] != nil {
+		return nil, &Error{Source: source, Document: index, Kind: listKind, Field: "items",
+			Problem: "expected a list, got " + describe(top["items"])}
+	}
+	var docs []*Document
+	var errs []error
+	for i, item := range items {
+		obj, ok := item.(map[string]any)
+		if !ok {
+			errs = append(errs, &Error{Source: source, Document: index, Item: i + 1,
+				Problem: "expected a mapping with apiVersion, kind, metadata and spec, got " +
+					describe(item)})
+			continue
+		}
+		doc, err := parseObject(source, index, i+1, obj)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		doc.Line = line
+		docs = append(docs, doc)
+	}
+	return docs, errors.Join(errs...)
+}
+
+// parseObject turns one decoded object into a Document; item is its position in a List, or 0.
+func parseObject(source string, index, item int, top map[string]any) (*Document, error) {
 	kind, perr := checkHeader(top)
 	name := ""
 	if meta, ok := top["metadata"].(map[string]any); ok {
 		name, _ = meta["name"].(string)
 	}
 	if perr != nil {
-		perr.Source, perr.Document, perr.Name = source, index, name
+		perr.Source, perr.Document, perr.Item, perr.Name = source, index, item, name
 		return nil, perr
 	}
 	// Status belongs to the server and is ignored on apply.
@@ -176,7 +239,7 @@ func parseDocument(source string, index int, c chunk) (*Document, error) {
 
 	obj := kind.New()
 	wrap := func(field, problem string) *Error {
-		return &Error{Source: source, Document: index, Kind: kind.Name, Name: name,
+		return &Error{Source: source, Document: index, Item: item, Kind: kind.Name, Name: name,
 			Field: field, Problem: problem}
 	}
 	if fe := checkMessage(obj.ProtoReflect().Descriptor(), top, ""); fe != nil {
@@ -192,7 +255,7 @@ func parseDocument(source string, index int, c chunk) (*Document, error) {
 	if fe := checkMetadata(obj); fe != nil {
 		return nil, wrap(fe.path, fe.problem)
 	}
-	return &Document{Source: source, Index: index, Line: c.line, Kind: kind, Object: obj}, nil
+	return &Document{Source: source, Index: index, Item: item, Kind: kind, Object: obj}, nil
 }
 
 func isBlank(text []byte) bool {

@@ -253,6 +253,22 @@ func TestMarshalRoundTrip(t *testing.T) {
 	}
 }
 
+func TestParseList(t *testing.T) {
+	data := `{"apiVersion": "fleetplane.dev/v1", "kind": "List", "items": [
+	  {"apiVersion": "fleetplane.dev/v1", "kind": "Device", "metadata": {"name": "a"}},
+	  {"apiVersion": "fleetplane.dev/v1", "kind": "Device", "metadata": {"name": "b"},
+	   "spec": {"os": {"imag": "x"}}}]}`
+	docs, err := Parse("list.json", []byte(data))
+	if len(docs) != 1 || docs[0].Location() != "list.json, document 1 item 1" {
+		t.Errorf("documents = %v, want device a from item 1", docs)
+	}
+	want := `list.json: document 1 item 2 (Device/b): spec.os.imag: unknown field; ` +
+		`did you mean "image"?`
+	if err == nil || err.Error() != want {
+		t.Errorf("error = %v\nwant %s", err, want)
+	}
+}
+
 func TestMarshalUnknownFormat(t *testing.T) {
 	_, err := Marshal(&fleetplanev1.Device{}, "xml")
 	if err == nil || !strings.Contains(err.Error(), "use yaml or json") {

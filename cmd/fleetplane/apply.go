@@ -59,8 +59,7 @@ func (a *app) applyAll(ctx context.Context, docs []*resourcefile.Document) error
 			return err
 		}
 		if err != nil {
-			fmt.Fprintf(a.stderr, "error: %s (%s, document %d): %v\n", doc, doc.Source,
-				doc.Index, err)
+			fmt.Fprintf(a.stderr, "error: %s (%s): %v\n", doc, doc.Location(), err)
 			failed = append(failed, doc.String())
 			continue
 		}

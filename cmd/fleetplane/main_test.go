@@ -171,6 +171,20 @@ func TestGetYAMLRoundTrip(t *testing.T) {
 	}
 }
 
+func TestGetJSONListReapplies(t *testing.T) {
+	url := startServer(t)
+	mustRun(t, url, "", "apply", "-f", filepath.Join(examplesDir, "devices.yaml"))
+
+	exported := mustRun(t, url, "", "get", "devices", "-o", "json")
+	if !strings.Contains(exported, `"kind": "List"`) {
+		t.Fatalf("get devices -o json wrote no List:\n%s", exported)
+	}
+	out := mustRun(t, url, exported, "apply", "-f", "-")
+	if got := strings.Count(out, " unchanged\n"); got != 3 {
+		t.Errorf("apply of the JSON list printed %d unchanged lines, want 3:\n%s", got, out)
+	}
+}
+
 func TestApplyBadFileWritesNothing(t *testing.T) {
 	const device = "apiVersion: fleetplane.dev/v1\nkind: Device\nmetadata:\n  name: ok\n---\n"
 	tests := []struct {
