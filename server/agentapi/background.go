@@ -70,7 +70,7 @@ func (s *Service) flushLastSeen(ctx context.Context) {
 
 // sweepSessions signals every session whose device has a rendered version above the highest
 // version the session has seen, to catch notifications that were missed or sent to another
-// replica.
+// replica. It also ends the streams of devices that were deleted.
 func (s *Service) sweepSessions(ctx context.Context) {
 	s.mu.Lock()
 	sessions := make([]*session, 0, len(s.sessions))
@@ -91,6 +91,18 @@ func (s *Service) sweepSessions(ctx context.Context) {
 				}
 				if latest > sess.known.Load() {
 					stale = append(stale, sess)
+				}
+				if latest > 0 {
+					continue
+				}
+				// A deleted device loses its rendered spec, so only devices without one
+				// need the extra read.
+				_, err = tx.Get(ctx, store.KindDevice, sess.device)
+				if errors.Is(err, store.ErrNotFound) {
+					sess.deleted.Store(true)
+					stale = append(stale, sess)
+				} else if err != nil {
+					return err
 				}
 			}
 			return nil

@@ -32,7 +32,7 @@
 //     own fields.
 //  5. Both sides send keepalives every KeepaliveInterval. The server closes a stream that
 //     brought no message for three intervals.
-//  6. Every message after hello refreshes the device's last-seen time in memory. The flush
+//  6. Hello and every later message refresh the device's last-seen time in memory. The flush
 //     loop writes the times in one SetLastSeen call, which leaves resource versions alone.
 //  7. A second stream for the same device replaces the first, which ends with ABORTED.
 //
@@ -43,7 +43,8 @@
 // once. The stream's goroutine then reads the rendered spec and sends it if rule 2 allows. The
 // sweep loop reads the latest rendered version of every connected device, in batches of 500
 // per transaction, and signals each stream that has not yet seen that version. This catches
-// notifications that were lost or that went to another replica.
+// notifications that were lost or that went to another replica. A connected device that no
+// longer exists has its stream ended with NOT_FOUND by the next sweep.
 //
 // # Concurrency
 //

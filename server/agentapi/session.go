@@ -44,6 +44,9 @@ func (sess *session) run(ctx context.Context) error {
 		case msg := <-sess.inbox:
 			err = sess.handle(ctx, msg)
 		case <-sess.notify:
+			if sess.deleted.Load() {
+				return deviceError(sess.device, store.ErrNotFound)
+			}
 			err = sess.maybeSend(ctx)
 		case <-keepalive.C:
 			err = sess.keepalive()

@@ -109,6 +109,7 @@ type session struct {
 	status   *statusSlot
 
 	notify       chan struct{} // capacity 1; Notify and the sweep signal it
+	deleted      atomic.Bool   // set by the sweep when the device no longer exists
 	replaced     chan struct{} // closed when a newer stream replaces this one
 	replacedOnce sync.Once
 

@@ -1,8 +1,10 @@
 package agentapi
 
 import (
+	"context"
 	"fmt"
 	"github.com/fleetplane/fleetplane/gen/fleetplane/v1/fleetplanev1connect"
+	"github.com/fleetplane/fleetplane/store"
 	"strings"
 	"sync"
 	"testing"
@@ -327,5 +329,24 @@ func TestLastSeenKeepsResourceVersion(t *testing.T) {
 	}
 	if age := time.Since(d.GetStatus().GetLastSeen().AsTime()); age > time.Minute || age < 0 {
 		t.Errorf("last seen is %v ago, want just now", age)
+	}
+}
+
+func TestStreamDeletedDeviceClosed(t *testing.T) {
+	e := newEnv(t, nil)
+	e.createDevice("d1")
+	a := e.connect("d1", "")
+	waitFor(t, "stream registered", func() bool { return e.svc.Connected() == 1 })
+	e.inTx(func(ctx context.Context, tx store.Tx) error {
+		_, err := tx.Delete(ctx, store.KindDevice, "d1")
+		return err
+	})
+	e.svc.sweepSessions(t.Context())
+	err := a.expectEnd()
+	if err.Code() != connect.CodeNotFound {
+		t.Fatalf("stream of a deleted device ended with %v, want NOT_FOUND", err)
+	}
+	if !strings.Contains(err.Message(), "may have been deleted") {
+		t.Errorf("message %q does not say the device may have been deleted", err.Message())
 	}
 }
