@@ -14,7 +14,7 @@ func newDeleteCommand(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "delete KIND NAME... | delete KIND --all",
 		Short: "Delete resources by name, or every device, fleet or repository",
-		Args:  cobra.MinimumNArgs(1),
+		Args:  kindArgs(0, "fleetplane delete device kiosk-1"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, err := client.ResolveKind(args[0])
 			if err != nil {

@@ -40,7 +40,7 @@ func newGetCommand(a *app) *cobra.Command {
 		Long: "Show one resource or list resources. KIND is one of device (dev), fleet,\n" +
 			"templateversion (tv), repository (repo), resourcesync (rs), enrollmentrequest\n" +
 			"(er, csr), event (ev), task or replica, singular or plural.",
-		Args: cobra.RangeArgs(1, 2),
+		Args: kindArgs(2, "fleetplane get devices"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, err := client.ResolveKind(args[0])
 			if err != nil {
@@ -121,6 +121,9 @@ func (a *app) getOne(ctx context.Context, kind *client.Kind, objName string, o g
 		o.fieldSelector = "metadata.name=" + objName
 		return a.watch(ctx, kind, []proto.Message{obj}, resourceVersion(obj), o)
 	}
+	if o.output == outputJSON || o.output == outputYAML {
+		return a.writeObject(obj, o.output)
+	}
 	return a.printList(kind, []proto.Message{obj}, o.output)
 }
 
@@ -141,8 +144,8 @@ func (a *app) getList(ctx context.Context, kind *client.Kind, o getOptions) erro
 	return a.printList(kind, page.Items, o.output)
 }
 
-// printList writes objs in format. YAML output separates objects with "---" so that it can be
-// applied again; JSON output of several objects is a List object.
+// printList writes objs in format. YAML output separates objects with "---", and JSON output
+// is one List object, so that both can be applied again.
 func (a *app) printList(kind *client.Kind, objs []proto.Message, format string) error {
 	switch format {
 	case outputTable:
@@ -167,9 +170,6 @@ func (a *app) printList(kind *client.Kind, objs []proto.Message, format string) 
 		}
 		return nil
 	case outputJSON:
-		if len(objs) == 1 {
-			return a.writeObject(objs[0], format)
-		}
 		return a.writeJSONList(objs)
 	}
 	for i, obj := range objs {
@@ -207,9 +207,28 @@ func (a *app) writeJSONList(objs []proto.Message) error {
 		b.WriteString("\n    ")
 		b.WriteString(strings.ReplaceAll(strings.TrimSpace(string(out)), "\n", "\n    "))
 	}
-	b.WriteString("\n  ]\n}\n")
+	if len(objs) > 0 {
+		b.WriteString("\n  ")
+	}
+	b.WriteString("]\n}\n")
 	_, err := io.WriteString(a.stdout, b.String())
 	return err
+}
+
+// kindArgs accepts KIND and then names, at most maxArgs arguments in all unless maxArgs is 0.
+func kindArgs(maxArgs int, example string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return fmt.Errorf("missing KIND: use one of device, fleet, templateversion, "+
+				"repository, resourcesync, enrollmentrequest, event, task or replica, as in %q",
+				example)
+		}
+		if maxArgs > 0 && len(args) > maxArgs {
+			return fmt.Errorf("too many arguments %q: %s takes KIND and at most one NAME",
+				args[maxArgs:], cmd.Name())
+		}
+		return nil
+	}
 }
 
 // objectName returns "kind/name", or "kind/key" for objects without metadata.
