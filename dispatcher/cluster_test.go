@@ -1,0 +1,239 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fleetplane/fleetplane/store"
+)
+
+func TestTwoReplicasShareShards(t *testing.T) {
+	path := tempDB(t)
+	st1, st2 := openStore(t, path), openStore(t, path)
+	ex := newExclusive()
+	handler := func(ctx context.Context, key string) error {
+		ex.enter(key)
+		defer ex.exit(key)
+		return nil
+	}
+	d1 := newDispatcher(t, testConfig(st1, "r1"))
+	d2 := newDispatcher(t, testConfig(st2, "r2"))
+	d1.Register("render", handler)
+	d2.Register("render", handler)
+	stop1 := start(t, d1)
+	start(t, d2)
+
+	want := Assign(testShards, []string{"r1", "r2"})
+	var want1, want2 int
+	for _, owner := range want {
+		if owner == "r1" {
+			want1++
+		} else {
+			want2++
+		}
+	}
+	waitFor(t, 10*time.Second, "shards split by Assign", func() bool {
+		return len(heldBy(t, st1, "r1")) == want1 && len(heldBy(t, st1, "r2")) == want2
+	})
+
+	keys := make([]string, 100)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("dev-%d", i)
+	}
+	trigger(t, st1, "render", keys[:50]...)
+	trigger(t, st2, "render", keys[50:]...)
+	waitFor(t, 10*time.Second, "queue to drain", queueEmpty(t, st1))
+	for _, k := range keys {
+		if ex.count(k) != 1 {
+			t.Errorf("key %s ran %d times, want 1", k, ex.count(k))
+		}
+	}
+	if n := ex.overlap.Load(); n != 0 {
+		t.Errorf("a key ran concurrently %d times", n)
+	}
+	if d1.Stats().TasksRun == 0 || d2.Stats().TasksRun == 0 {
+		t.Errorf("tasks run: r1 %d, r2 %d; want both above zero",
+			d1.Stats().TasksRun, d2.Stats().TasksRun)
+	}
+
+	// Stopping r1 releases its shards, and r2 takes all of them.
+	stop1()
+	waitFor(t, 10*time.Second, "r2 to hold every shard", func() bool {
+		return len(heldBy(t, st2, "r2")) == testShards
+	})
+	trigger(t, st2, "render", "after-stop-1", "after-stop-2", "after-stop-3")
+	waitFor(t, 10*time.Second, "queue to drain after handoff", queueEmpty(t, st2))
+}
+
+func TestFencingRejectsLostShard(t *testing.T) {
+	st := openStore(t, tempDB(t))
+	d := newDispatcher(t, testConfig(st, "r1"))
+	entered := make(chan store.Fence, 1)
+	proceed := make(chan struct{})
+	var (
+		runs     atomic.Int64
+		writeErr error
+	)
+	d.Register("render", func(ctx context.Context, key string) error {
+		if runs.Add(1) > 1 {
+			return nil
+		}
+		fence, _ := store.FenceFrom(ctx)
+		entered <- fence
+		<-proceed
+		writeErr = st.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+			_, err := tx.EnqueueTask(ctx, "marker", "written-by-fenced-run", time.Now())
+			return err
+		})
+		return writeErr
+	})
+	start(t, d)
+	trigger(t, st, "render", "dev-1")
+	fence := <-entered
+
+	// Another owner takes the lease: a "now" past the expiry makes the store treat r1's lease
+	// as expired without waiting for it.
+	var taken store.Lease
+	err := st.InTx(context.Background(), func(ctx context.Context, tx store.Tx) error {
+		future := time.Now().Add(time.Minute)
+		var err error
+		taken, err = tx.AcquireLease(ctx, fence.Shard, "intruder", future, future.Add(time.Minute))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("take lease: %v", err)
+	}
+	if taken.Epoch <= fence.Epoch {
+		t.Fatalf("intruder epoch %d, want above %d", taken.Epoch, fence.Epoch)
+	}
+	close(proceed)
+
+	waitFor(t, 5*time.Second, "fencing rejection", func() bool {
+		return d.Stats().FencingRejections == 1
+	})
+	if !errors.Is(writeErr, store.ErrFenced) {
+		t.Errorf("handler write under lost lease: err = %v, want ErrFenced", writeErr)
+	}
+	for _, task := range listTasks(t, st) {
+		if task.Kind == "marker" {
+			t.Errorf("the fenced run's write was committed: %+v", task)
+		}
+	}
+
+	// The intruder hands the shard back; r1 takes it at a new epoch, resets the task and runs it.
+	err = st.InTx(context.Background(), func(ctx context.Context, tx store.Tx) error {
+		return tx.ReleaseLease(ctx, fence.Shard, "intruder", taken.Epoch)
+	})
+	if err != nil {
+		t.Fatalf("release lease: %v", err)
+	}
+	waitFor(t, 5*time.Second, "task to run again", queueEmpty(t, st))
+	if got := runs.Load(); got != 2 {
+		t.Errorf("runs = %d, want 2", got)
+	}
+}
+
+func TestCrashedOwnerTaskRecovered(t *testing.T) {
+	st := openStore(t, tempDB(t))
+	key := "dev-crash"
+	shard := store.ShardOf(key, testShards)
+
+	// A replica that then dies claims the task: it is left Running under its lease.
+	err := st.InTx(context.Background(), func(ctx context.Context, tx store.Tx) error {
+		now := time.Now()
+		if _, err := tx.EnqueueTask(ctx, "render", key, now); err != nil {
+			return err
+		}
+		if err := tx.Heartbeat(ctx, store.Replica{ID: "ghost", StartedAt: now, HeartbeatAt: now}); err != nil {
+			return err
+		}
+		if _, err := tx.AcquireLease(ctx, shard, "ghost", now, now.Add(300*time.Millisecond)); err != nil {
+			return err
+		}
+		claimed, err := tx.ClaimTasks(ctx, []int{shard}, now, 10)
+		if err != nil {
+			return err
+		}
+		if len(claimed) != 1 {
+			return fmt.Errorf("claimed %d tasks, want 1", len(claimed))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("set up the dead replica's task: %v", err)
+	}
+
+	d := newDispatcher(t, testConfig(st, "r1"))
+	var runs atomic.Int64
+	d.Register("render", func(ctx context.Context, key string) error {
+		runs.Add(1)
+		return nil
+	})
+	start(t, d)
+
+	waitFor(t, 10*time.Second, "the abandoned task to run", queueEmpty(t, st))
+	if got := runs.Load(); got != 1 {
+		t.Errorf("runs = %d, want 1", got)
+	}
+	held := heldBy(t, st, "r1")
+	found := false
+	for _, s := range held {
+		found = found || s == shard
+	}
+	if !found {
+		t.Errorf("r1 holds shards %v, want them to include %d", held, shard)
+	}
+}
+
+func TestPeriodicRunsOnOneReplica(t *testing.T) {
+	path := tempDB(t)
+	const interval = 100 * time.Millisecond
+	var (
+		mu     sync.Mutex
+		starts []time.Time
+		by     = map[string]int{}
+	)
+	ex := newExclusive()
+	periodic := func(id string) Handler {
+		return func(ctx context.Context, key string) error {
+			ex.enter(key)
+			defer ex.exit(key)
+			mu.Lock()
+			defer mu.Unlock()
+			starts = append(starts, time.Now())
+			by[id]++
+			return nil
+		}
+	}
+	for _, id := range []string{"r1", "r2"} {
+		d := newDispatcher(t, testConfig(openStore(t, path), id))
+		d.RegisterPeriodic("status", interval, periodic(id))
+		start(t, d)
+	}
+
+	waitFor(t, 10*time.Second, "six periodic runs", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(starts) >= 6
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < len(starts); i++ {
+		// The next run is enqueued at finish+interval, so starts are at least interval apart.
+		// A second copy of the task, or a second replica running it, would break this.
+		if gap := starts[i].Sub(starts[i-1]); gap < interval-10*time.Millisecond {
+			t.Errorf("runs %d and %d are %v apart, want at least %v", i-1, i, gap, interval)
+		}
+	}
+	if n := ex.overlap.Load(); n != 0 {
+		t.Errorf("the periodic task ran concurrently %d times", n)
+	}
+	if len(by) == 0 {
+		t.Error("no replica ran the periodic task")
+	}
+}
