@@ -53,7 +53,7 @@ func newWatcher[Resp any](s *connect.ServerStreamForClient[Resp], err error,
 			}
 			ev := convert(s.Msg())
 			if ev.Object != nil && !ev.Object.ProtoReflect().IsValid() {
-				ev.Object = nil // a typed nil pointer, as bookmarks carry
+				ev.Object = nil // bookmarks carry a typed nil pointer
 			}
 			return ev, true
 		},

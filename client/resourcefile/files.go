@@ -11,9 +11,9 @@ import (
 )
 
 // Load parses every document of the given paths. A path is a file, "-" for stdin, or a
-// directory, from which the *.yaml, *.yml and *.json files are read in name order (not
-// recursively). Like Parse, it returns the documents that parsed together with the joined
-// errors of those that did not.
+// directory. Load reads a directory's *.yaml, *.yml and *.json files in name order, without
+// descending into subdirectories. Like Parse, it returns the documents that parsed and the
+// joined errors of those that did not.
 func Load(paths []string, stdin io.Reader) ([]*Document, error) {
 	var docs []*Document
 	var errs []error
