@@ -152,6 +152,9 @@ func TestGetYAMLRoundTrip(t *testing.T) {
 	if r.code != 1 {
 		t.Fatalf("stale apply exit code = %d, want 1; stdout %q", r.code, r.stdout)
 	}
+	if strings.Contains(r.stderr, "internal") {
+		t.Errorf("stale apply reported an internal error:\n%s", r.stderr)
+	}
 	for _, want := range []string{`fleet "demo" was modified since this file was exported`,
 		`"fleetplane get fleet demo -o yaml"`} {
 		if !strings.Contains(r.stderr, want) {
