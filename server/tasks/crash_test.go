@@ -85,7 +85,7 @@ func crashSetup(ctx context.Context, tx store.Tx) error {
 func runCrashChild(t *testing.T, path string) {
 	ctx := context.Background()
 	st := openStoreAt(t, path)
-	startWorker(t, st, Deps{})
+	startDispatcher(t, st, Deps{})
 
 	done := 0
 	inTx(t, st, func(ctx context.Context, tx store.Tx) error {

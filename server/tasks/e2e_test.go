@@ -61,7 +61,7 @@ func queueEmpty(ctx context.Context, st store.Store) string {
 func TestEndToEndRollout(t *testing.T) {
 	st := openStore(t)
 	n := &notifier{}
-	startWorker(t, st, Deps{Notify: n.notify})
+	startDispatcher(t, st, Deps{Notify: n.notify})
 
 	create(t, st, fleet("f", map[string]string{"site": "s1"}, "zone={{ .metadata.labels.zone }}"))
 	create(t, st, device("d1", map[string]string{"site": "s1", "zone": "a"}))
@@ -97,7 +97,7 @@ func TestEndToEndRollout(t *testing.T) {
 type churnResult struct {
 	updates int
 	elapsed time.Duration
-	stats   workerStats
+	stats   runStats
 }
 
 // runLabelChurn creates one fleet selecting env=prod and the given number of devices, makes
@@ -114,9 +114,8 @@ func runLabelChurn(t testing.TB, devices, updates int) churnResult {
 		final[fmt.Sprintf("d%05d", i)] = ""
 	}
 
-	countTriggers(t)
 	start := time.Now()
-	stats := startWorker(t, st, Deps{})
+	stats := startDispatcher(t, st, Deps{})
 	rng := rand.New(rand.NewPCG(1, 2))
 	const perTx = 10
 	for done := 0; done < updates; done += perTx {

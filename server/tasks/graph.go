@@ -45,7 +45,7 @@ func parseKey(key string) (kind, name string, err error) {
 func Hook(ctx context.Context, tx store.Tx, c store.Change) error {
 	for _, ref := range Triggers(c) {
 		if err := trigger(ctx, tx, ref.Kind, ref.Key); err != nil {
-			return fmt.Errorf("trigger %s %s: %w", ref.Kind, ref.Key, err)
+			return err
 		}
 	}
 	return nil

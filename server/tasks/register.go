@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"time"
 
+	"github.com/fleetplane/fleetplane/dispatcher"
 	"github.com/fleetplane/fleetplane/store"
 )
 
@@ -32,14 +32,18 @@ func newRunner(deps Deps) *runner {
 	return &runner{deps: deps, log: log}
 }
 
-// trigger enqueues a task in tx.
-var trigger = func(ctx context.Context, tx store.Tx, kind, key string) error {
-	_, err := tx.EnqueueTask(ctx, kind, key, time.Now())
-	return err
+// Register registers every task's handler with d.
+func Register(d *dispatcher.Dispatcher, deps Deps) {
+	for kind, h := range newRunner(deps).handlers() {
+		d.Register(kind, dispatcher.Handler(h))
+	}
 }
 
-// permanent marks an error that retrying cannot fix.
-func permanent(err error) error { return err }
+// trigger enqueues a task in tx. Tests replace it to count triggers without a dispatcher.
+var trigger = dispatcher.Trigger
+
+// permanent marks an error that retrying cannot fix, such as a malformed task key.
+var permanent = dispatcher.Permanent
 
 // nameOf returns the object name of a task key, which must name an object of kind.
 func nameOf(key, kind string) (string, error) {
