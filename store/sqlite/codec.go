@@ -45,6 +45,11 @@ func scanResource(sc scanner) (*resourceRow, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The driver scans an empty BLOB as nil, which would be written back as NULL into the
+	// NOT NULL spec column by a status update.
+	if r.spec == nil {
+		r.spec = []byte{}
+	}
 	return &r, nil
 }
 

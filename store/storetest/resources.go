@@ -234,6 +234,28 @@ func testUpdateStatusKeepsSpec(t *testing.T, open Opener) {
 	}
 }
 
+func testUpdateStatusWithoutSpec(t *testing.T, open Opener) {
+	s := open(t, nil)
+	create(t, s, &fleetplanev1.Device{Metadata: &fleetplanev1.ObjectMeta{Name: "bare"}})
+	inTx(t, s, func(ctx context.Context, tx store.Tx) error {
+		d := &fleetplanev1.Device{
+			Metadata: &fleetplanev1.ObjectMeta{Name: "bare"},
+			Status:   &fleetplanev1.DeviceStatus{Summary: &fleetplanev1.DeviceSummaryStatus{Status: "Online"}},
+		}
+		_, err := tx.UpdateStatus(ctx, d)
+		return err
+	})
+	var got store.Object
+	inTx(t, s, func(ctx context.Context, tx store.Tx) error {
+		var err error
+		got, err = tx.Get(ctx, store.KindDevice, "bare")
+		return err
+	})
+	if status := got.(*fleetplanev1.Device).GetStatus().GetSummary().GetStatus(); status != "Online" {
+		t.Errorf("status.summary.status = %q; want Online", status)
+	}
+}
+
 func testVersionConflict(t *testing.T, open Opener) {
 	s := open(t, nil)
 	first := create(t, s, device("d1", nil, "img-1"))

@@ -32,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T, hook store.ChangeHook) store.Stor
 		{"GenerationOnSpecChange", testGeneration},
 		{"UpdateKeepsStatus", testUpdateKeepsStatus},
 		{"UpdateStatusKeepsSpec", testUpdateStatusKeepsSpec},
+		{"UpdateStatusWithoutSpec", testUpdateStatusWithoutSpec},
 		{"ResourceVersionConflict", testVersionConflict},
 		{"ResourceVersionInvalid", testVersionInvalid},
 		{"ConcurrentUpdateOneWins", testConcurrentUpdates},
