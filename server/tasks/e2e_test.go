@@ -12,17 +12,18 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// waitFor re-checks cond after every commit to st, and at least every 100ms for commits by
-// other processes, until it returns "" or the timeout passes. cond returns why it is not met.
+// waitFor checks cond after commits to st, at most every 20ms so that a busy store is not
+// slowed by the checks, and at least every 100ms for commits by other processes. It fails the
+// test when cond has not returned "" within timeout. cond returns why it is not met yet.
 func waitFor(t testing.TB, st store.Store, timeout time.Duration, cond func() string) {
 	t.Helper()
+	const minGap, maxGap = 20 * time.Millisecond, 100 * time.Millisecond
 	notify, cancel := st.Subscribe()
 	defer cancel()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
 	for {
+		checked := time.Now()
 		why := cond()
 		if why == "" {
 			return
@@ -31,7 +32,14 @@ func waitFor(t testing.TB, st store.Store, timeout time.Duration, cond func() st
 		case <-deadline.C:
 			t.Fatalf("timed out after %v: %s", timeout, why)
 		case <-notify:
-		case <-tick.C:
+		case <-time.After(maxGap):
+		}
+		if wait := minGap - time.Since(checked); wait > 0 {
+			select {
+			case <-deadline.C:
+				t.Fatalf("timed out after %v: %s", timeout, why)
+			case <-time.After(wait):
+			}
 		}
 	}
 }
