@@ -101,10 +101,10 @@ func (a *app) applyOne(ctx context.Context, c *client.Client, doc *resourcefile.
 		if err != nil {
 			return "", a.apiError(what, err)
 		}
-		if sameContent(current, doc.Object) {
+		obj := withOwnedSpec(current, doc.Object)
+		if sameContent(current, obj) {
 			return "unchanged", nil
 		}
-		obj := proto.Clone(doc.Object)
 		if pinned == "" {
 			setResourceVersion(obj, resourceVersion(current))
 		}
@@ -121,6 +121,24 @@ func (a *app) applyOne(ctx context.Context, c *client.Client, doc *resourcefile.
 				what, applyAttempts)
 		}
 	}
+}
+
+// withOwnedSpec returns a copy of want. When want is a device without a spec and a fleet owns
+// the current device, the copy takes the current spec, because the fleet sets it and the
+// server rejects any other spec for an owned device.
+func withOwnedSpec(current, want proto.Message) proto.Message {
+	out := proto.Clone(want)
+	have, ok := current.(*fleetplanev1.Device)
+	device, isDevice := out.(*fleetplanev1.Device)
+	if !ok || !isDevice || device.Spec != nil ||
+		!strings.HasPrefix(have.GetMetadata().GetOwner(), "Fleet/") {
+		return out
+	}
+	device.Spec = &fleetplanev1.DeviceSpec{}
+	if have.GetSpec() != nil {
+		device.Spec = proto.Clone(have.GetSpec()).(*fleetplanev1.DeviceSpec)
+	}
+	return out
 }
 
 // staleError explains an update rejected because the file's resourceVersion is out of date.
