@@ -28,9 +28,10 @@ import (
 //
 // A label that the device does not have is the empty string when it is tested (if, eq, ne, and,
 // or, not) or passed through getOrDefault. When its value would be written into the field, the
-// device gets a MissingLabelError and keeps its previous spec. Because rendering cannot fail in
-// any other way, a template that passes ValidateTemplate renders for every device that has the
-// labels it prints, and a template that fails ValidateTemplate renders for no device.
+// device gets a MissingLabelError and keeps its previous spec. Rendering cannot fail in any
+// other way, so a template that passes ValidateTemplate renders for every device that has the
+// labels it prints. A template that fails ValidateTemplate renders for no device. FuzzTemplate
+// checks both properties.
 //
 // NOTE: a label key that is not a Go identifier (such as "app.kubernetes.io/name") cannot be
 // written as .metadata.labels.KEY; use getOrDefault .metadata.labels "KEY" "" instead.
