@@ -50,6 +50,19 @@ func readFile(t *testing.T, path string) string {
 	return string(data)
 }
 
+func TestApplyCreatesMissingRoot(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "new", "root")
+	m := openManager(t, t.TempDir(), root)
+
+	if err := m.Apply(context.Background(), spec("1", file("/etc/motd", "hi\n", 0))); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+
+	if got := readFile(t, filepath.Join(root, "etc/motd")); got != "hi\n" {
+		t.Errorf("etc/motd = %q; want %q", got, "hi\n")
+	}
+}
+
 func TestApplyWritesFilesWithModes(t *testing.T) {
 	root := t.TempDir()
 	m := openManager(t, t.TempDir(), root)

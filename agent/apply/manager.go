@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -38,6 +39,10 @@ func Open(dataDir, root string, log *slog.Logger) (*Manager, error) {
 	absRoot, err := filepath.Abs(root)
 	if err != nil {
 		return nil, fmt.Errorf("root directory %q: %w", root, err)
+	}
+	// A new device's root may not exist yet; files are written under it from the first spec on.
+	if err := os.MkdirAll(absRoot, 0o755); err != nil {
+		return nil, fmt.Errorf("create root directory: %w", err)
 	}
 	statePath := filepath.Join(dataDir, StateFileName)
 	s, err := loadState(statePath)
