@@ -76,7 +76,9 @@ func sameCondition(a, b *fleetplanev1.Condition) bool {
 }
 
 // removeCondition returns conditions without the given type, and whether it was there.
-func removeCondition(conditions []*fleetplanev1.Condition, conditionType string) ([]*fleetplanev1.Condition, bool) {
+func removeCondition(
+	conditions []*fleetplanev1.Condition, conditionType string,
+) ([]*fleetplanev1.Condition, bool) {
 	var out []*fleetplanev1.Condition
 	for _, c := range conditions {
 		if c.GetType() != conditionType {

@@ -9,9 +9,12 @@ import (
 
 func TestSetConditionUnchanged(t *testing.T) {
 	first := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	conditions, _ := setCondition(nil, &fleetplanev1.Condition{Type: "Valid", Status: "True", Reason: "R", Message: "m"}, first)
+	valid := func() *fleetplanev1.Condition {
+		return &fleetplanev1.Condition{Type: "Valid", Status: "True", Reason: "R", Message: "m"}
+	}
+	conditions, _ := setCondition(nil, valid(), first)
 
-	got, changed := setCondition(conditions, &fleetplanev1.Condition{Type: "Valid", Status: "True", Reason: "R", Message: "m"}, first.Add(time.Hour))
+	got, changed := setCondition(conditions, valid(), first.Add(time.Hour))
 
 	if changed {
 		t.Error("setCondition reported a change for an equal condition")
@@ -25,7 +28,8 @@ func TestSetConditionMessageChanged(t *testing.T) {
 	first := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	conditions, _ := setCondition(nil, &fleetplanev1.Condition{Type: "Valid", Status: "True", Message: "a"}, first)
 
-	got, changed := setCondition(conditions, &fleetplanev1.Condition{Type: "Valid", Status: "True", Message: "b"}, first.Add(time.Hour))
+	next := &fleetplanev1.Condition{Type: "Valid", Status: "True", Message: "b"}
+	got, changed := setCondition(conditions, next, first.Add(time.Hour))
 
 	if !changed {
 		t.Fatal("setCondition reported no change for a new message")

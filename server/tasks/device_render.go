@@ -100,7 +100,9 @@ func (r *runner) renderDevice(ctx context.Context, tx store.Tx, name string) (in
 
 // rejectSpec sets SpecValid to False and, when that changed, records a Warning event. The
 // device keeps its last rendered spec.
-func (r *runner) rejectSpec(ctx context.Context, tx store.Tx, device *fleetplanev1.Device, specErr *specError) error {
+func (r *runner) rejectSpec(
+	ctx context.Context, tx store.Tx, device *fleetplanev1.Device, specErr *specError,
+) error {
 	_, changed, err := updateDeviceCondition(ctx, tx, device, &fleetplanev1.Condition{
 		Type:               ConditionSpecValid,
 		Status:             statusFalse,
@@ -161,7 +163,10 @@ func renderProvider(
 	path string, provider *fleetplanev1.ConfigProviderSpec, writtenBy map[string]string,
 ) ([]*fleetplanev1.RenderedFile, error) {
 	sources := 0
-	for _, set := range []bool{len(provider.GetInline()) > 0, provider.GetGitRef() != nil, provider.GetHttpRef() != nil} {
+	isSet := []bool{
+		len(provider.GetInline()) > 0, provider.GetGitRef() != nil, provider.GetHttpRef() != nil,
+	}
+	for _, set := range isSet {
 		if set {
 			sources++
 		}

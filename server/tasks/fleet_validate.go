@@ -102,7 +102,8 @@ func sourceProblems(
 		}
 		obj, err := tx.Get(ctx, store.KindRepository, repository)
 		if errors.Is(err, store.ErrNotFound) {
-			problems = append(problems, fmt.Sprintf("%s.%s.repository: repository %q not found; create it or fix the name",
+			problems = append(problems, fmt.Sprintf(
+				"%s.%s.repository: repository %q not found; create it or fix the name",
 				path, field, repository))
 			return nil
 		}
@@ -111,7 +112,8 @@ func sourceProblems(
 		}
 		got := obj.(*fleetplanev1.Repository).GetSpec().GetType()
 		if got != "" && got != wantType {
-			problems = append(problems, fmt.Sprintf("%s.%s.repository: repository %q has type %q, but %s needs a %s repository",
+			problems = append(problems, fmt.Sprintf(
+				"%s.%s.repository: repository %q has type %q, but %s needs a %s repository",
 				path, field, repository, got, field, wantType))
 		}
 		return nil
@@ -187,7 +189,9 @@ func ensureTemplateVersion(ctx context.Context, tx store.Tx, fleet *fleetplanev1
 
 // latestTemplateVersion returns the fleet's template version with the highest fleet
 // generation, or nil when it has none.
-func latestTemplateVersion(ctx context.Context, tx store.Tx, fleet string) (*fleetplanev1.TemplateVersion, error) {
+func latestTemplateVersion(
+	ctx context.Context, tx store.Tx, fleet string,
+) (*fleetplanev1.TemplateVersion, error) {
 	var latest *fleetplanev1.TemplateVersion
 	opts := store.ListOptions{FieldSelector: "metadata.owner=" + Key(store.KindFleet, fleet)}
 	for {

@@ -66,7 +66,8 @@ func configOf(obj store.Object) []*fleetplanev1.ConfigProviderSpec {
 
 func referencesRepository(config []*fleetplanev1.ConfigProviderSpec, repository string) bool {
 	for _, provider := range config {
-		if provider.GetGitRef().GetRepository() == repository || provider.GetHttpRef().GetRepository() == repository {
+		if provider.GetGitRef().GetRepository() == repository ||
+			provider.GetHttpRef().GetRepository() == repository {
 			return true
 		}
 	}

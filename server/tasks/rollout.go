@@ -145,7 +145,9 @@ func (r *runner) applyTemplate(
 	}
 
 	meta := device.GetMetadata()
-	if !proto.Equal(device.GetSpec(), spec) || meta.GetAnnotations()[TemplateVersionAnnotation] != target.version {
+	current := proto.Equal(device.GetSpec(), spec) &&
+		meta.GetAnnotations()[TemplateVersionAnnotation] == target.version
+	if !current {
 		device.Spec = spec
 		if meta.Annotations == nil {
 			meta.Annotations = make(map[string]string)
