@@ -61,6 +61,14 @@ func TestSelectorMatchEmptySelector(t *testing.T) {
 	if c := condition(getDevice(t, st, "d1").GetStatus().GetConditions(), ConditionMultipleOwners); c != nil {
 		t.Errorf("d1 has condition %v; empty selectors must not compete", c)
 	}
+
+	late := fleet("late", map[string]string{}, "x")
+	late.Spec.Selector.MatchExpressions = []*fleetplanev1.LabelSelectorRequirement{}
+	create(t, st, late)
+	drain(t, st, r)
+	if got := getDevice(t, st, "d1").GetMetadata().GetOwner(); got != "Fleet/owner" {
+		t.Errorf("d1 owner after an empty fleet was added = %q, want Fleet/owner", got)
+	}
 }
 
 func TestSelectorMatchReleaseAndDelete(t *testing.T) {
