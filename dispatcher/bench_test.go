@@ -15,7 +15,7 @@ import (
 // and each key is triggered twice, so the second trigger coalesces.
 func BenchmarkDispatch(b *testing.B) {
 	st := openStore(b, tempDB(b))
-	cfg := testConfig(st, "bench")
+	cfg := testConfig(b, st, "bench")
 	cfg.Workers = 8
 	cfg.LeaseDuration = 15 * time.Second
 	cfg.PollInterval = 100 * time.Millisecond

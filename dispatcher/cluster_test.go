@@ -12,6 +12,14 @@ import (
 	"github.com/fleetplane/fleetplane/store"
 )
 
+// clusterConfig returns testConfig with a lease long enough that a loaded test machine renews
+// it in time, because a missed renewal moves shards and reruns tasks.
+func clusterConfig(t testing.TB, st store.Store, id string) Config {
+	cfg := testConfig(t, st, id)
+	cfg.LeaseDuration = 2 * time.Second
+	return cfg
+}
+
 func TestTwoReplicasShareShards(t *testing.T) {
 	path := tempDB(t)
 	st1, st2 := openStore(t, path), openStore(t, path)
@@ -21,8 +29,8 @@ func TestTwoReplicasShareShards(t *testing.T) {
 		defer ex.exit(key)
 		return nil
 	}
-	d1 := newDispatcher(t, testConfig(st1, "r1"))
-	d2 := newDispatcher(t, testConfig(st2, "r2"))
+	d1 := newDispatcher(t, clusterConfig(t, st1, "r1"))
+	d2 := newDispatcher(t, clusterConfig(t, st2, "r2"))
 	d1.Register("render", handler)
 	d2.Register("render", handler)
 	stop1 := start(t, d1)
@@ -48,9 +56,16 @@ func TestTwoReplicasShareShards(t *testing.T) {
 	trigger(t, st1, "render", keys[:50]...)
 	trigger(t, st2, "render", keys[50:]...)
 	waitFor(t, 10*time.Second, "queue to drain", queueEmpty(t, st1))
+	// A key runs a second time only when its shard was taken over mid-run (a renewal missed
+	// on a stalled machine), and then the first run's commit is fenced. The fenced commit can
+	// land after the queue is empty, so poll.
+	waitFor(t, 10*time.Second, "extra runs to equal fencing rejections", func() bool {
+		extra := int64(ex.total() - len(keys))
+		return extra == d1.Stats().FencingRejections+d2.Stats().FencingRejections
+	})
 	for _, k := range keys {
-		if ex.count(k) != 1 {
-			t.Errorf("key %s ran %d times, want 1", k, ex.count(k))
+		if ex.count(k) == 0 {
+			t.Errorf("key %s never ran", k)
 		}
 	}
 	if n := ex.overlap.Load(); n != 0 {
@@ -72,7 +87,7 @@ func TestTwoReplicasShareShards(t *testing.T) {
 
 func TestFencingRejectsLostShard(t *testing.T) {
 	st := openStore(t, tempDB(t))
-	d := newDispatcher(t, testConfig(st, "r1"))
+	d := newDispatcher(t, testConfig(t, st, "r1"))
 	entered := make(chan store.Fence, 1)
 	proceed := make(chan struct{})
 	var (
@@ -168,7 +183,7 @@ func TestCrashedOwnerTaskRecovered(t *testing.T) {
 		t.Fatalf("set up the dead replica's task: %v", err)
 	}
 
-	d := newDispatcher(t, testConfig(st, "r1"))
+	d := newDispatcher(t, testConfig(t, st, "r1"))
 	var runs atomic.Int64
 	d.Register("render", func(ctx context.Context, key string) error {
 		runs.Add(1)
@@ -211,7 +226,7 @@ func TestPeriodicRunsOnOneReplica(t *testing.T) {
 		}
 	}
 	for _, id := range []string{"r1", "r2"} {
-		d := newDispatcher(t, testConfig(openStore(t, path), id))
+		d := newDispatcher(t, clusterConfig(t, openStore(t, path), id))
 		d.RegisterPeriodic("status", interval, periodic(id))
 		start(t, d)
 	}

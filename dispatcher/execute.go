@@ -77,7 +77,7 @@ func (d *Dispatcher) finish(ctx context.Context, task store.Task, interval time.
 		return d.finishPeriodic(ctx, task, interval, runErr)
 	}
 	if runErr == nil {
-		return d.cfg.Store.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		return d.inFencedTx(ctx, func(ctx context.Context, tx store.Tx) error {
 			return tx.FinishTask(ctx, task.Kind, task.Key)
 		})
 	}
@@ -88,7 +88,7 @@ func (d *Dispatcher) finish(ctx context.Context, task store.Task, interval time.
 	if !failed {
 		runAt = runAt.Add(backoff(attempt, d.cfg.BackoffBase, d.cfg.BackoffMax))
 	}
-	err := d.cfg.Store.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+	err := d.inFencedTx(ctx, func(ctx context.Context, tx store.Tx) error {
 		return tx.RetryTask(ctx, task.Kind, task.Key, runAt, runErr.Error(), failed)
 	})
 	if err != nil {
@@ -112,7 +112,7 @@ func (d *Dispatcher) finish(ctx context.Context, task store.Task, interval time.
 // before the next interval.
 func (d *Dispatcher) finishPeriodic(ctx context.Context, task store.Task, interval time.Duration,
 	runErr error) error {
-	err := d.cfg.Store.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+	err := d.inFencedTx(ctx, func(ctx context.Context, tx store.Tx) error {
 		if err := tx.FinishTask(ctx, task.Kind, task.Key); err != nil {
 			return err
 		}
@@ -127,6 +127,21 @@ func (d *Dispatcher) finishPeriodic(ctx context.Context, task store.Task, interv
 		d.failed(ctx, task, runErr)
 	}
 	return nil
+}
+
+// inFencedTx runs fn in a transaction that first checks the fence of ctx. InTx checks it again
+// at commit, but checking first makes a lost lease fail with ErrFenced rather than with an
+// error from fn about a task that the new owner already changed.
+func (d *Dispatcher) inFencedTx(ctx context.Context,
+	fn func(ctx context.Context, tx store.Tx) error) error {
+	return d.cfg.Store.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		if fence, ok := store.FenceFrom(ctx); ok {
+			if err := tx.CheckLease(ctx, fence); err != nil {
+				return err
+			}
+		}
+		return fn(ctx, tx)
+	})
 }
 
 // failed reports a task that will not run again until a new trigger.

@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -29,8 +30,9 @@ func tempDB(t testing.TB) string {
 	return filepath.Join(t.TempDir(), "fleetplane.db")
 }
 
-// testConfig returns a config with short intervals for tests.
-func testConfig(st store.Store, id string) Config {
+// testConfig returns a config with short intervals for tests. Logs go to the test's output,
+// which is shown when the test fails or runs with -v.
+func testConfig(t testing.TB, st store.Store, id string) Config {
 	return Config{
 		Store:         st,
 		ReplicaID:     id,
@@ -40,6 +42,7 @@ func testConfig(st store.Store, id string) Config {
 		MaxAttempts:   3,
 		BackoffBase:   time.Millisecond,
 		BackoffMax:    5 * time.Millisecond,
+		Logger:        slog.New(slog.NewTextHandler(t.Output(), nil)),
 	}
 }
 

@@ -39,7 +39,7 @@ func TestTriggerRejectsEmptyKey(t *testing.T) {
 
 func TestCoalescePendingRunsOnce(t *testing.T) {
 	st := openStore(t, tempDB(t))
-	d := newDispatcher(t, testConfig(st, "r1"))
+	d := newDispatcher(t, testConfig(t, st, "r1"))
 	ex := newExclusive()
 	d.Register("render", func(ctx context.Context, key string) error {
 		ex.enter(key)
@@ -65,7 +65,7 @@ func TestCoalescePendingRunsOnce(t *testing.T) {
 
 func TestCoalesceWhileRunningRerunsOnce(t *testing.T) {
 	st := openStore(t, tempDB(t))
-	d := newDispatcher(t, testConfig(st, "r1"))
+	d := newDispatcher(t, testConfig(t, st, "r1"))
 	ex := newExclusive()
 	entered := make(chan struct{}, 10)
 	release := make(chan struct{})
@@ -99,7 +99,7 @@ func TestCoalesceWhileRunningRerunsOnce(t *testing.T) {
 
 func TestManyKeysNeverOverlap(t *testing.T) {
 	st := openStore(t, tempDB(t))
-	d := newDispatcher(t, testConfig(st, "r1"))
+	d := newDispatcher(t, testConfig(t, st, "r1"))
 	ex := newExclusive()
 	d.Register("render", func(ctx context.Context, key string) error {
 		ex.enter(key)
@@ -125,7 +125,7 @@ func TestManyKeysNeverOverlap(t *testing.T) {
 
 func TestRetryThenFail(t *testing.T) {
 	st := openStore(t, tempDB(t))
-	cfg := testConfig(st, "r1")
+	cfg := testConfig(t, st, "r1")
 	var (
 		mu       sync.Mutex
 		failures []store.Task
@@ -171,7 +171,7 @@ func TestRetryThenFail(t *testing.T) {
 
 func TestPermanentFailsAtOnce(t *testing.T) {
 	st := openStore(t, tempDB(t))
-	cfg := testConfig(st, "r1")
+	cfg := testConfig(t, st, "r1")
 	var failed atomic.Int64
 	cfg.OnFailure = func(ctx context.Context, task store.Task, err error) { failed.Add(1) }
 	d := newDispatcher(t, cfg)
@@ -206,7 +206,7 @@ func TestPermanentFailsAtOnce(t *testing.T) {
 
 func TestUnknownKindFails(t *testing.T) {
 	st := openStore(t, tempDB(t))
-	d := newDispatcher(t, testConfig(st, "r1"))
+	d := newDispatcher(t, testConfig(t, st, "r1"))
 	start(t, d)
 	trigger(t, st, "nobody-handles-this", "x")
 
@@ -222,7 +222,7 @@ func TestUnknownKindFails(t *testing.T) {
 
 func TestHandlerPanicFails(t *testing.T) {
 	st := openStore(t, tempDB(t))
-	d := newDispatcher(t, testConfig(st, "r1"))
+	d := newDispatcher(t, testConfig(t, st, "r1"))
 	d.Register("boom", func(ctx context.Context, key string) error { panic("nil map") })
 	start(t, d)
 	trigger(t, st, "boom", "x")
@@ -238,7 +238,7 @@ func TestHandlerPanicFails(t *testing.T) {
 
 func TestShutdownReleasesLeases(t *testing.T) {
 	st := openStore(t, tempDB(t))
-	d := newDispatcher(t, testConfig(st, "r1"))
+	d := newDispatcher(t, testConfig(t, st, "r1"))
 	stop := start(t, d)
 	waitFor(t, 5*time.Second, "all shards held", func() bool { return len(heldBy(t, st, "r1")) == testShards })
 	stop()

@@ -12,13 +12,19 @@ import (
 // Run registers the replica, takes its share of the shards and runs their tasks until ctx
 // ends. Then it stops claiming, waits up to one LeaseDuration for running tasks, releases its
 // leases and removes its membership row, so other replicas take the shards over at once. It
-// returns nil after a graceful stop and an error only when the store fails at startup.
+// returns nil when ctx ends and an error only when the store fails at startup.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	startedAt := time.Now()
 	if err := d.heartbeat(ctx, startedAt); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("dispatcher start: %w", err)
 	}
 	if err := d.enqueuePeriodic(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("dispatcher start: %w", err)
 	}
 	d.log.Info("dispatcher started", "workers", d.cfg.Workers,
@@ -55,12 +61,35 @@ func (d *Dispatcher) enqueuePeriodic(ctx context.Context) error {
 	}
 	return d.cfg.Store.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
 		for _, kind := range kinds {
-			if _, err := tx.EnqueueTask(ctx, kind, kind, time.Now()); err != nil {
+			if err := enqueueIfAbsent(ctx, tx, kind); err != nil {
 				return fmt.Errorf("enqueue periodic task %s: %w", kind, err)
 			}
 		}
 		return nil
 	})
+}
+
+// enqueueIfAbsent enqueues (kind, kind) now unless a task with that key exists. EnqueueTask
+// alone would move an already scheduled next run forward to now.
+func enqueueIfAbsent(ctx context.Context, tx store.Tx, kind string) error {
+	filter := store.TaskFilter{Kind: kind, Limit: 1000}
+	for {
+		tasks, next, err := tx.ListTasks(ctx, filter)
+		if err != nil {
+			return err
+		}
+		for _, task := range tasks {
+			if task.Key == kind {
+				return nil
+			}
+		}
+		if next == "" {
+			break
+		}
+		filter.PageToken = next
+	}
+	_, err := tx.EnqueueTask(ctx, kind, kind, time.Now())
+	return err
 }
 
 // claimLoop claims and starts due tasks whenever the store signals a commit, Wake is called or
