@@ -46,9 +46,9 @@ func TestAssignEmpty(t *testing.T) {
 	}
 }
 
-// TestAssignBalance bounds the busiest replica's load by the mean shards per replica times a
-// factor plus a slack of 3. Rendezvous hashing has no virtual nodes, so the bound is loose: the
-// load per replica is roughly binomial.
+// TestAssignBalance bounds the busiest replica's load by twice the mean shards per replica plus
+// 4. Rendezvous hashing has no virtual nodes, so the load per replica is roughly binomial and the
+// bound is loose.
 func TestAssignBalance(t *testing.T) {
 	for _, shards := range []int{64, 256} {
 		for n := 3; n <= 50; n++ {

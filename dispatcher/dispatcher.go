@@ -22,7 +22,7 @@ type Handler func(ctx context.Context, key string) error
 type Config struct {
 	Store         store.Store
 	ReplicaID     string        // unique per process; default: random
-	Address       string        // where other replicas reach this one (may be empty)
+	Address       string        // address at which other replicas reach this one; may be empty
 	Workers       int           // default 2*GOMAXPROCS
 	LeaseDuration time.Duration // default 15s; renew every third of it
 	PollInterval  time.Duration // default 1s: fallback poll of owned shards
@@ -70,6 +70,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	if err := checkNonNegative(cfg); err != nil {
 		return nil, err
 	}
+
 	if cfg.ReplicaID == "" {
 		cfg.ReplicaID = randomID()
 	}
@@ -83,6 +84,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		return nil, fmt.Errorf("dispatcher config: BackoffMax %v is less than BackoffBase %v; "+
 			"raise BackoffMax", cfg.BackoffMax, cfg.BackoffBase)
 	}
+
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

@@ -12,8 +12,9 @@
 //
 // A trigger for a task that is already pending or failed is absorbed by it: the task runs once,
 // at the earlier of the two run times. A trigger for a running task sets its rerun flag, and
-// FinishTask makes it pending again, so the handler runs exactly once more and sees every change
-// made before that trigger. Handlers must therefore be idempotent and read current state rather
+// FinishTask makes it pending again, so the handler runs once more and reads every change
+// made before that trigger. A run whose lease was taken over may also be repeated by the new owner
+// (see Fencing). Handlers must therefore be idempotent and read current state rather
 // than rely on what triggered them.
 //
 // # Shards and leases
@@ -30,7 +31,7 @@
 // # Fencing
 //
 // A task's handler runs with store.WithFence(ctx, Fence{shard, replica, epoch}), and its outcome
-// is recorded in a fenced transaction. A replica that lost its lease (paused, partitioned or slow
+// is recorded in a transaction that checks the lease first and again at commit. A replica that lost its lease (paused, partitioned or slow
 // to renew) commits nothing for that shard: the store returns store.ErrFenced, the dispatcher
 // counts a fencing rejection, drops the task locally and forgets the shard.
 //

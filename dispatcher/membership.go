@@ -150,9 +150,8 @@ func (d *Dispatcher) acquire(ctx context.Context, shard int) {
 }
 
 // resetShard makes the shard's running tasks pending again under a fence at the new epoch.
-// NOTE: a task this replica still runs under an older epoch of the same shard is reset too, so
-// its key may run twice at once for a short time; both runs are idempotent and the old one's
-// commit is fenced.
+// NOTE: a task this replica still runs under an older epoch of the same shard is reset too. Its
+// key may then run twice at once for a short time, and only the old run's commit is fenced.
 func (d *Dispatcher) resetShard(ctx context.Context, shard int, epoch int64) {
 	fence := store.Fence{Shard: shard, Owner: d.cfg.ReplicaID, Epoch: epoch}
 	var n int64
@@ -206,7 +205,7 @@ func (d *Dispatcher) release(ctx context.Context, shard int, epoch int64) {
 	d.log.Info("shard lease released", "shard", shard, "epoch", epoch)
 }
 
-// markLost forgets a shard that this replica no longer holds at epoch (any epoch when epoch is
+// markLost removes from the held set a shard that this replica no longer holds at epoch (any epoch when epoch is
 // negative), so nothing more is claimed from it. Tasks still running there will have their
 // commits fenced.
 func (d *Dispatcher) markLost(shard int, epoch int64, reason string) {

@@ -40,8 +40,8 @@ var (
 func metrics() *instruments {
 	instrumentsOnce.Do(func() {
 		meter := otel.Meter(instrumentationName)
-		// Instrument creation fails only for invalid names, which are constants here, and
-		// then returns a no-op instrument, so the errors are ignored.
+		// Errors are ignored: the names are valid constants, and a metrics failure must not
+		// stop tasks from running.
 		inst.duration, _ = meter.Float64Histogram("fleetplane_task_duration_seconds",
 			metric.WithDescription("Time a task handler ran, by task kind."),
 			metric.WithUnit("s"))
