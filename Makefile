@@ -44,6 +44,10 @@ check: lint test ## Everything CI runs.
 bench: ## Run the benchmarks (figures go in docs/benchmarks.md).
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
 
+.PHONY: demo
+demo: build ## Run the demo: a server, three agents, two rollouts, until converged.
+	bin/fleetplane demo --until-converged
+
 .PHONY: fuzz
 fuzz: ## Fuzz the parsers for a short while each.
 	$(GO) test -run '^$$' -fuzz FuzzParseLabels -fuzztime 30s ./store/selector

@@ -17,7 +17,9 @@ func newServeCommand(a *app) *cobra.Command {
 		Use:   "serve",
 		Short: "Run the Fleetplane server with an embedded SQLite database",
 		Long: "Run the Fleetplane server until SIGINT or SIGTERM, then shut down gracefully.\n" +
-			"The database lives in --data-dir; logs go to standard error.",
+			"The operator API listens on --listen; device agents connect over mutual TLS to\n" +
+			"--agent-listen. The database (unless --database is set) and the certificate\n" +
+			"authority live in --data-dir; logs go to standard error.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if opts.DataDir == "" {
@@ -41,6 +43,16 @@ func newServeCommand(a *app) *cobra.Command {
 		"directory for the database (default $XDG_DATA_HOME/fleetplane or ~/.local/share/fleetplane)")
 	cmd.Flags().StringVar(&opts.ListenAddr, "listen", server.DefaultListenAddr,
 		"TCP address to serve the API on")
+	cmd.Flags().StringVar(&opts.AgentListenAddr, "agent-listen", server.DefaultAgentListenAddr,
+		`TCP address of the agent port (TLS); "off" disables it`)
+	cmd.Flags().StringSliceVar(&opts.AgentHosts, "agent-host", nil,
+		"host name or IP address for the agent port's certificate (repeatable; default localhost, 127.0.0.1, ::1)")
+	cmd.Flags().StringVar(&opts.DatabaseURL, "database", "",
+		"PostgreSQL or CockroachDB URL (postgres://...) to use instead of the embedded SQLite database")
+	cmd.Flags().StringVar(&opts.ReplicaID, "replica-id", "",
+		"name of this replica among those sharing the database (default: random)")
+	cmd.Flags().StringVar(&opts.AdvertiseAddr, "advertise", "",
+		"address where other replicas reach this one (default: --listen)")
 	cmd.Flags().BoolVar(&debug, "debug", false, "log at debug level")
 	return cmd
 }

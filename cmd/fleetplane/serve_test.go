@@ -38,7 +38,8 @@ func TestServeStartsAndStops(t *testing.T) {
 	var stdout, stderr syncBuffer
 	exit := make(chan int, 1)
 	go func() {
-		exit <- run(ctx, []string{"serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0"},
+		exit <- run(ctx, []string{"serve", "--data-dir", dataDir, "--listen", "127.0.0.1:0",
+			"--agent-listen", "127.0.0.1:0"},
 			nil, &stdout, &stderr, func(string) string { return "" })
 	}()
 

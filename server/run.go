@@ -1,0 +1,206 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/fleetplane/fleetplane/dispatcher"
+	"github.com/fleetplane/fleetplane/server/agentapi"
+	"github.com/fleetplane/fleetplane/server/events"
+	"github.com/fleetplane/fleetplane/server/identity"
+	"github.com/fleetplane/fleetplane/server/tasks"
+	"github.com/fleetplane/fleetplane/store"
+	"github.com/fleetplane/fleetplane/store/postgres"
+	"github.com/fleetplane/fleetplane/store/sqlite"
+)
+
+// DefaultAgentListenAddr is the agent port's address when Options.AgentListenAddr is empty.
+const DefaultAgentListenAddr = "127.0.0.1:7443"
+
+// Maintenance intervals of a running server.
+const (
+	pruneInterval = 10 * time.Minute
+	// changeRetention is how long change-log entries are kept for watchers; the store keeps
+	// at least its own minimum number of entries whatever their age.
+	changeRetention = time.Hour
+)
+
+// Options configures ListenAndServe.
+type Options struct {
+	// ListenAddr is the operator API's TCP address; empty means DefaultListenAddr.
+	ListenAddr string
+	// AgentListenAddr is the agent port's TCP address (TLS); empty means
+	// DefaultAgentListenAddr, and "off" disables the agent port.
+	AgentListenAddr string
+	// AgentHosts are the host names and IP addresses in the agent port's server certificate;
+	// empty means localhost, 127.0.0.1 and ::1.
+	AgentHosts []string
+	// DataDir holds the SQLite database (fleetplane.db) and the certificate authority (pki/).
+	// It is created with mode 0700.
+	DataDir string
+	// DatabaseURL, when set, selects PostgreSQL or CockroachDB
+	// (postgres://user@host:port/db) instead of the embedded SQLite database.
+	DatabaseURL string
+	// ReplicaID names this process among the replicas sharing a database; empty means random.
+	ReplicaID string
+	// AdvertiseAddr is where other replicas reach this one; empty means ListenAddr.
+	AdvertiseAddr string
+	Logger        *slog.Logger
+}
+
+// ListenAndServe runs a complete server until ctx ends: the store, the task dispatcher with
+// every task, the operator API and the agent port. Then it shuts everything down gracefully.
+func ListenAndServe(ctx context.Context, opts Options) error {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.DataDir == "" {
+		return errors.New("listen and serve: Options.DataDir is empty; set a data directory")
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+
+	st, pruner, err := openStore(ctx, opts, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ca, err := identity.LoadOrCreateCA(filepath.Join(opts.DataDir, "pki"))
+	if err != nil {
+		return fmt.Errorf("load certificate authority: %w", err)
+	}
+
+	// The API server owns the Prometheus exporter; the other components record through the
+	// global meter provider, so it must be set before they create their instruments.
+	srv, err := New(Config{Store: st, Logger: log, Signer: ca})
+	if err != nil {
+		return err
+	}
+	otel.SetMeterProvider(srv.meterProvider)
+
+	agents, err := agentapi.New(agentapi.Config{Store: st, CA: ca, Logger: log.With("component", "agentapi")})
+	if err != nil {
+		return err
+	}
+	apiAddr := orDefault(opts.ListenAddr, DefaultListenAddr)
+	disp, err := dispatcher.New(dispatcher.Config{
+		Store:     st,
+		ReplicaID: opts.ReplicaID,
+		Address:   orDefault(opts.AdvertiseAddr, apiAddr),
+		Logger:    log.With("component", "dispatcher"),
+		OnFailure: recordTaskFailure(st, log),
+	})
+	if err != nil {
+		return err
+	}
+	tasks.Register(disp, tasks.Deps{Store: st, Logger: log.With("component", "tasks"), Notify: agents.Notify})
+
+	ln, err := net.Listen("tcp", apiAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", apiAddr, err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(gctx, ln) })
+	g.Go(func() error { return disp.Run(gctx) })
+	g.Go(func() error { return pruneChanges(gctx, pruner, log) })
+	if agentAddr := orDefault(opts.AgentListenAddr, DefaultAgentListenAddr); agentAddr != "off" {
+		hosts := opts.AgentHosts
+		if len(hosts) == 0 {
+			hosts = []string{"localhost", "127.0.0.1", "::1"}
+		}
+		log.Info("agent port starting", slog.String("addr", agentAddr),
+			slog.String("hosts", strings.Join(hosts, ",")))
+		g.Go(func() error { return agents.ListenAndServeTLS(gctx, agentAddr, hosts) })
+	}
+	return g.Wait()
+}
+
+// recordTaskFailure returns the dispatcher's OnFailure callback: a Warning event on the object
+// that the failed task's key names ("Kind/name"), or on the task itself for periodic tasks.
+func recordTaskFailure(st store.Store, log *slog.Logger) func(context.Context, store.Task, error) {
+	return func(ctx context.Context, task store.Task, taskErr error) {
+		kind, name, ok := strings.Cut(task.Key, "/")
+		if !ok {
+			kind, name = "Task", task.Key
+		}
+		err := st.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+			return events.Record(ctx, tx, events.Entry{
+				Kind:      kind,
+				Name:      name,
+				Reason:    "TaskFailed",
+				Type:      events.Warning,
+				Message:   fmt.Sprintf("task %s failed after %d attempts: %v", task.Kind, task.Attempts, taskErr),
+				Actor:     "service:dispatcher",
+				Component: "dispatcher",
+			})
+		})
+		if err != nil {
+			log.Error("record task failure event failed", slog.String("task_kind", task.Kind),
+				slog.String("task_key", task.Key), slog.Any("err", err))
+		}
+	}
+}
+
+// changePruner is the part of a store backend that trims the change log.
+type changePruner interface {
+	PruneChanges(ctx context.Context, maxAge time.Duration) (int64, error)
+}
+
+// openStore opens PostgreSQL when opts.DatabaseURL is set and SQLite in opts.DataDir otherwise.
+// The task graph is the store's change hook, so every write enqueues the tasks it triggers in
+// its own transaction.
+func openStore(ctx context.Context, opts Options, log *slog.Logger) (store.Store, changePruner, error) {
+	if opts.DatabaseURL != "" {
+		st, err := postgres.Open(ctx, opts.DatabaseURL, postgres.Options{ChangeHook: tasks.Hook, Logger: log})
+		if err != nil {
+			return nil, nil, fmt.Errorf("open PostgreSQL store: %w", err)
+		}
+		return st, st, nil
+	}
+	path := filepath.Join(opts.DataDir, "fleetplane.db")
+	st, err := sqlite.Open(ctx, path, sqlite.Options{ChangeHook: tasks.Hook, Logger: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open SQLite store %s: %w", path, err)
+	}
+	return st, st, nil
+}
+
+// pruneChanges trims old change-log entries every pruneInterval until ctx ends.
+func pruneChanges(ctx context.Context, p changePruner, log *slog.Logger) error {
+	ticker := time.NewTicker(pruneInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+			n, err := p.PruneChanges(ctx, changeRetention)
+			if err != nil && ctx.Err() == nil {
+				log.Warn("prune change log failed", slog.Any("err", err))
+				continue
+			}
+			if n > 0 {
+				log.Debug("pruned change log", slog.Int64("entries", n))
+			}
+		}
+	}
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
