@@ -48,7 +48,14 @@ bench: ## Run the benchmarks (figures go in docs/benchmarks.md).
 demo: build ## Run the demo: a server, three agents, two rollouts, until converged.
 	bin/fleetplane demo --until-converged
 
+FUZZTIME ?= 30s
+
 .PHONY: fuzz
-fuzz: ## Fuzz the parsers for a short while each.
-	$(GO) test -run '^$$' -fuzz FuzzParseLabels -fuzztime 30s ./store/selector
-	$(GO) test -run '^$$' -fuzz FuzzParseFields -fuzztime 30s ./store/selector
+fuzz: ## Fuzz every parser and request decoder for FUZZTIME each.
+	$(GO) test -run '^$$' -fuzz '^FuzzParseLabels$$' -fuzztime $(FUZZTIME) ./store/selector
+	$(GO) test -run '^$$' -fuzz '^FuzzParseFields$$' -fuzztime $(FUZZTIME) ./store/selector
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./client/resourcefile
+	$(GO) test -run '^$$' -fuzz '^FuzzTemplate$$' -fuzztime $(FUZZTIME) ./server/tasks
+	$(GO) test -run '^$$' -fuzz '^FuzzCreateJSON$$' -fuzztime $(FUZZTIME) ./server
+	$(GO) test -run '^$$' -fuzz '^FuzzUnaryJSON$$' -fuzztime $(FUZZTIME) ./server
+	$(GO) test -run '^$$' -fuzz '^FuzzAssign$$' -fuzztime $(FUZZTIME) ./dispatcher
