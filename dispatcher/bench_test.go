@@ -16,6 +16,7 @@ import (
 func BenchmarkDispatch(b *testing.B) {
 	st := openStore(b, tempDB(b))
 	cfg := testConfig(b, st, "bench")
+	cfg.Logger = nil // per-lease log lines would fill the benchmark output
 	cfg.Workers = 8
 	cfg.LeaseDuration = 15 * time.Second
 	cfg.PollInterval = 100 * time.Millisecond
