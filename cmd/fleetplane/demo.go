@@ -74,8 +74,8 @@ type demo struct {
 	apiURL   string
 	agentURL string
 	agents   []*exec.Cmd
-	// marker is text that every device's files must contain once the current template
-	// reached it; it tells a finished rollout from a render that has not happened yet.
+	// marker is text that every device's files contain once the current template reached them,
+	// so a finished rollout is not mistaken for one whose render has not happened yet.
 	marker string
 }
 
@@ -211,7 +211,7 @@ func (d *demo) startServer(ctx context.Context) (<-chan error, error) {
 	return done, nil
 }
 
-// waitForServer polls the API until it answers.
+// waitForServer polls the API until a call succeeds.
 func (d *demo) waitForServer(ctx context.Context) error {
 	return poll(ctx, 30*time.Second, "the server to start", func() (bool, error) {
 		_, err := d.api.Fleets.ListFleets(ctx, connect.NewRequest(&fleetplanev1.ListFleetsRequest{}))
