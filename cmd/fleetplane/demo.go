@@ -178,22 +178,27 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// startServer runs a complete server in this process, logging to DIR/server.log.
+// startServer runs a complete server in this process, logging to DIR/server.log. The first
+// call picks free ports; later calls restart the server on the same ports and data.
 func (d *demo) startServer(ctx context.Context) (<-chan error, error) {
-	apiAddr, err := freeAddr()
-	if err != nil {
-		return nil, err
+	if d.apiURL == "" {
+		apiAddr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		agentAddr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		d.apiURL, d.agentURL = "http://"+apiAddr, "https://"+agentAddr
+		d.api = client.New(d.apiURL)
 	}
-	agentAddr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	logFile, err := os.Create(filepath.Join(d.dir, "server.log"))
+	apiAddr := strings.TrimPrefix(d.apiURL, "http://")
+	agentAddr := strings.TrimPrefix(d.agentURL, "https://")
+	logFile, err := os.OpenFile(filepath.Join(d.dir, "server.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("create server log: %w", err)
 	}
-	d.apiURL, d.agentURL = "http://"+apiAddr, "https://"+agentAddr
-	d.api = client.New(d.apiURL)
 	done := make(chan error, 1)
 	go func() {
 		defer logFile.Close()
