@@ -24,9 +24,13 @@ type Agent struct {
 	id     *identity
 	status *statusBuilder
 
-	enrollClient fleetplanev1connect.AgentServiceClient
-	streamClient fleetplanev1connect.AgentServiceClient
-	streamHTTP   *http.Transport
+	// servers are the agent port URLs; server indexes the one in use. Only the goroutine
+	// running Run reads or changes server.
+	servers       []string
+	server        int
+	enrollClients []fleetplanev1connect.AgentServiceClient
+	streamClients []fleetplanev1connect.AgentServiceClient
+	streamHTTP    *http.Transport
 
 	enrolled  atomic.Bool
 	connected atomic.Bool
@@ -83,7 +87,11 @@ func New(cfg Config) (*Agent, error) {
 	if httpClient == nil {
 		httpClient = &http.Client{Transport: newTransport(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})}
 	}
-	a.enrollClient = fleetplanev1connect.NewAgentServiceClient(httpClient, cfg.Server)
+	a.servers, _ = serverURLs(cfg.Server) // validate checked the list
+	for _, u := range a.servers {
+		a.enrollClients = append(a.enrollClients,
+			fleetplanev1connect.NewAgentServiceClient(httpClient, u))
+	}
 	a.enrolled.Store(id.enrolled())
 	return a, nil
 }
@@ -141,9 +149,20 @@ func (a *Agent) setUpStreamClient() error {
 		Certificates: []tls.Certificate{cert},
 		MinVersion:   tls.VersionTLS12,
 	})
-	a.streamClient = fleetplanev1connect.NewAgentServiceClient(
-		&http.Client{Transport: a.streamHTTP}, a.cfg.Server)
+	for _, u := range a.servers {
+		a.streamClients = append(a.streamClients, fleetplanev1connect.NewAgentServiceClient(
+			&http.Client{Transport: a.streamHTTP}, u))
+	}
 	return nil
+}
+
+// nextServer moves to the next server URL after a failure, when there are several.
+func (a *Agent) nextServer(ctx context.Context) {
+	if len(a.servers) < 2 {
+		return
+	}
+	a.server = (a.server + 1) % len(a.servers)
+	a.log.InfoContext(ctx, "switching to the next server", "server", a.servers[a.server])
 }
 
 // newTransport returns an HTTP transport that speaks HTTP/2 over TLS, which bidirectional
@@ -184,6 +203,9 @@ func (a *Agent) streamLoop(ctx context.Context) {
 			a.log.WarnContext(ctx, "stream ended; reconnecting",
 				"err", err, "retry_in", delay, "failures", failures)
 		}
+		// Any replica serves any device, so the next attempt goes to the next URL: a dead
+		// replica then costs one backoff delay.
+		a.nextServer(ctx)
 		if a.wait(ctx, delay) != nil {
 			return
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/fleetplane/fleetplane/agent/apply"
@@ -33,7 +34,9 @@ type Applier interface {
 
 // Config configures an Agent. Server, CACertPEM and Applier are required.
 type Config struct {
-	// Server is the base URL of the agent port, for example https://127.0.0.1:7443.
+	// Server is the base URL of the agent port, for example https://127.0.0.1:7443, or the
+	// comma-separated URLs of several server replicas. The agent starts with the first and
+	// moves to the next one after each failed enrollment call or stream.
 	Server string
 	// CACertPEM holds the PEM certificates that the server's TLS certificate must chain to.
 	CACertPEM []byte
@@ -89,9 +92,8 @@ func (t Timing) withDefaults() Timing {
 }
 
 func (c *Config) validate() error {
-	u, err := url.Parse(c.Server)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return fmt.Errorf("server URL %q is invalid: use https://HOST:PORT", c.Server)
+	if _, err := serverURLs(c.Server); err != nil {
+		return err
 	}
 	if len(c.CACertPEM) == 0 {
 		return errors.New("CA certificate is missing: give the file with the server's CA (--ca-file)")
@@ -103,4 +105,19 @@ func (c *Config) validate() error {
 		return fmt.Errorf("status interval %v is negative", c.StatusInterval)
 	}
 	return nil
+}
+
+// serverURLs splits a comma-separated list of server URLs and checks each one.
+func serverURLs(list string) ([]string, error) {
+	var urls []string
+	for _, raw := range strings.Split(list, ",") {
+		raw = strings.TrimSpace(raw)
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			return nil, fmt.Errorf("server URL %q is invalid: use https://HOST:PORT, "+
+				"or several such URLs separated by commas", raw)
+		}
+		urls = append(urls, raw)
+	}
+	return urls, nil
 }

@@ -37,7 +37,9 @@ func (a *Agent) enroll(ctx context.Context) error {
 		case err != nil && isPermanentEnrollError(err):
 			return err
 		case err != nil:
-			a.log.WarnContext(ctx, "enrollment call failed; retrying", "err", err)
+			a.log.WarnContext(ctx, "enrollment call failed; retrying", "err", err,
+				"server", a.servers[a.server])
+			a.nextServer(ctx)
 		case state == stateApproved:
 			a.enrolled.Store(true)
 			a.log.InfoContext(ctx, "enrollment approved")
@@ -68,7 +70,7 @@ func (a *Agent) enrollStep(ctx context.Context) (string, error) {
 			return "", err
 		}
 	}
-	resp, err := a.enrollClient.GetEnrollmentCertificate(ctx,
+	resp, err := a.enrollClients[a.server].GetEnrollmentCertificate(ctx,
 		connect.NewRequest(&fleetplanev1.GetEnrollmentCertificateRequest{
 			Name:            a.id.name,
 			PublicKeySha256: a.id.keySHA256,
@@ -104,7 +106,7 @@ func (a *Agent) submitEnrollment(ctx context.Context) error {
 		return &permanentError{err: err}
 	}
 	status := a.status.build(a.cfg.Applier.Versions())
-	_, err = a.enrollClient.Enroll(ctx, connect.NewRequest(&fleetplanev1.EnrollRequest{
+	_, err = a.enrollClients[a.server].Enroll(ctx, connect.NewRequest(&fleetplanev1.EnrollRequest{
 		Name:         a.id.name,
 		Csr:          csr,
 		DeviceStatus: status,

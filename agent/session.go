@@ -21,7 +21,7 @@ type agentStream = *connect.BidiStreamForClient[fleetplanev1.StreamRequest, flee
 // when the server sent at least one message on it.
 func (a *Agent) runStream(ctx context.Context) (established bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
-	stream := a.streamClient.Stream(ctx)
+	stream := a.streamClients[a.server].Stream(ctx)
 	defer func() {
 		// Cancel first, so that closing the response does not wait for the server.
 		cancel()

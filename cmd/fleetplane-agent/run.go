@@ -58,7 +58,8 @@ func newRunCommand(logger func() (*slog.Logger, error)) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&server, "server", "https://127.0.0.1:7443", "base URL of the server's agent port")
+	f.StringVar(&server, "server", "https://127.0.0.1:7443",
+		"base URL of the server's agent port, or comma-separated URLs of several replicas to fail over between")
 	f.StringVar(&caFile, "ca-file", "", "PEM file of the CA that signed the server's certificate (required)")
 	f.StringVar(&dataDir, "data-dir", "", "directory for the device key, certificate and spec state (required)")
 	f.StringVar(&root, "root", "", "directory that spec file paths are relative to, / on a real device (required)")
