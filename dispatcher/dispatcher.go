@@ -30,6 +30,9 @@ type Config struct {
 	BackoffBase   time.Duration // default 500ms; exponential with full jitter
 	BackoffMax    time.Duration // default 5m
 	Logger        *slog.Logger
+	// ConnectedAgents, when set, returns the number of agent streams this process serves; each
+	// heartbeat stores it in the replica's membership row.
+	ConnectedAgents func() int
 	// OnFailure is called after a task's last attempt, or after a Permanent error.
 	OnFailure func(ctx context.Context, task store.Task, err error)
 }

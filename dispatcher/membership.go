@@ -64,6 +64,9 @@ func (d *Dispatcher) heartbeat(ctx context.Context, startedAt time.Time) error {
 		StartedAt:   startedAt,
 		HeartbeatAt: time.Now(),
 	}
+	if d.cfg.ConnectedAgents != nil {
+		replica.ConnectedAgents = int64(d.cfg.ConnectedAgents())
+	}
 	err := d.cfg.Store.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
 		return tx.Heartbeat(ctx, replica)
 	})

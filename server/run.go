@@ -18,6 +18,7 @@ import (
 	"github.com/fleetplane/fleetplane/server/agentapi"
 	"github.com/fleetplane/fleetplane/server/events"
 	"github.com/fleetplane/fleetplane/server/identity"
+	"github.com/fleetplane/fleetplane/server/replica"
 	"github.com/fleetplane/fleetplane/server/tasks"
 	"github.com/fleetplane/fleetplane/store"
 	"github.com/fleetplane/fleetplane/store/postgres"
@@ -53,8 +54,20 @@ type Options struct {
 	DatabaseURL string
 	// ReplicaID names this process among the replicas sharing a database; empty means random.
 	ReplicaID string
-	// AdvertiseAddr is where other replicas reach this one; empty means ListenAddr.
+	// PeerListenAddr, when set, is the TCP address of the replica-to-replica gRPC service
+	// (package replica), which makes replicas sharing a database nudge each other.
+	PeerListenAddr string
+	// AdvertiseAddr is where other replicas reach this one; empty means PeerListenAddr, or
+	// ListenAddr when that is empty too.
 	AdvertiseAddr string
+	// PKIDir holds the certificate authority's key and certificate; empty means DataDir/pki.
+	// Replicas sharing a database must share this directory (or a copy of it), so a device
+	// enrolled through one replica is accepted by all. The first process to start creates
+	// the CA with exclusive file creation, so replicas may start at the same time.
+	PKIDir string
+	// LeaseDuration is the shard lease time of the dispatcher; zero means its default. A
+	// dead replica's shards move to the others after about this long.
+	LeaseDuration time.Duration
 	Logger        *slog.Logger
 }
 
@@ -77,7 +90,7 @@ func ListenAndServe(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer st.Close()
-	ca, err := identity.LoadOrCreateCA(filepath.Join(opts.DataDir, "pki"))
+	ca, err := identity.LoadOrCreateCA(orDefault(opts.PKIDir, filepath.Join(opts.DataDir, "pki")))
 	if err != nil {
 		return fmt.Errorf("load certificate authority: %w", err)
 	}
@@ -96,22 +109,44 @@ func ListenAndServe(ctx context.Context, opts Options) error {
 	}
 	apiAddr := orDefault(opts.ListenAddr, DefaultListenAddr)
 	disp, err := dispatcher.New(dispatcher.Config{
-		Store:     st,
-		ReplicaID: opts.ReplicaID,
-		Address:   orDefault(opts.AdvertiseAddr, apiAddr),
-		Logger:    log.With("component", "dispatcher"),
-		OnFailure: recordTaskFailure(st, log),
+		Store:           st,
+		ReplicaID:       opts.ReplicaID,
+		Address:         orDefault(opts.AdvertiseAddr, apiAddr),
+		LeaseDuration:   opts.LeaseDuration,
+		ConnectedAgents: agents.Connected,
+		Logger:          log.With("component", "dispatcher"),
+		OnFailure:       recordTaskFailure(st, log),
 	})
 	if err != nil {
 		return err
 	}
-	tasks.Register(disp, tasks.Deps{Store: st, Logger: log.With("component", "tasks"), Notify: agents.Notify})
+	notify := agents.Notify
+	var peers *replica.Peers
+	if opts.PeerListenAddr != "" {
+		peers, err = replica.New(replica.Config{
+			Store: st, ReplicaID: disp.ID(), LiveAfter: orDefault(opts.LeaseDuration, defaultLease),
+			Wake: disp.Wake, Notify: agents.Notify, Logger: log.With("component", "peers"),
+		})
+		if err != nil {
+			return err
+		}
+		notify = peers.Notify
+	}
+	tasks.Register(disp, tasks.Deps{Store: st, Logger: log.With("component", "tasks"), Notify: notify})
 
 	ln, err := net.Listen("tcp", apiAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", apiAddr, err)
 	}
 	g, gctx := errgroup.WithContext(ctx)
+	if peers != nil {
+		peerLn, err := net.Listen("tcp", opts.PeerListenAddr)
+		if err != nil {
+			return fmt.Errorf("listen on peer address %s: %w", opts.PeerListenAddr, err)
+		}
+		g.Go(func() error { return peers.Serve(gctx, peerLn) })
+		g.Go(func() error { return peers.Run(gctx) })
+	}
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	g.Go(func() error { return disp.Run(gctx) })
 	g.Go(func() error { return pruneChanges(gctx, pruner, log) })
@@ -198,8 +233,12 @@ func pruneChanges(ctx context.Context, p changePruner, log *slog.Logger) error {
 	}
 }
 
-func orDefault(v, def string) string {
-	if v == "" {
+// defaultLease is the dispatcher's default lease duration.
+const defaultLease = 15 * time.Second
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
 		return def
 	}
 	return v

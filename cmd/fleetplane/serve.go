@@ -52,7 +52,14 @@ func newServeCommand(a *app) *cobra.Command {
 	cmd.Flags().StringVar(&opts.ReplicaID, "replica-id", "",
 		"name of this replica among those sharing the database (default: random)")
 	cmd.Flags().StringVar(&opts.AdvertiseAddr, "advertise", "",
-		"address where other replicas reach this one (default: --listen)")
+		"address where other replicas reach this one (default: --peer-listen, else --listen)")
+	cmd.Flags().StringVar(&opts.PeerListenAddr, "peer-listen", "",
+		"TCP address of the replica-to-replica gRPC service (plaintext; default off)")
+	cmd.Flags().StringVar(&opts.PKIDir, "pki-dir", "",
+		"directory of the certificate authority, shared by all replicas of one database (default --data-dir/pki)")
+	cmd.Flags().DurationVar(&opts.LeaseDuration, "lease-duration", 0,
+		"shard lease time; a dead replica's shards move after about this long (default 15s)")
+	_ = cmd.Flags().MarkHidden("lease-duration") // for tests of failover
 	cmd.Flags().BoolVar(&debug, "debug", false, "log at debug level")
 	return cmd
 }
