@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	fleetplanev1 "github.com/fleetplane/fleetplane/gen/fleetplane/v1"
+	"github.com/fleetplane/fleetplane/server/internal/validation"
 	"github.com/fleetplane/fleetplane/store"
 	"google.golang.org/protobuf/proto"
 )
@@ -140,6 +141,11 @@ func (r *runner) applyTemplate(
 ) error {
 	name := device.GetMetadata().GetName()
 	spec, renderErr := target.template.Render(name, device.GetMetadata().GetLabels())
+	if renderErr == nil {
+		// Fleet validation checks the template's literal text only, so a label value or a
+		// function such as replace can still render a path with ".." or a relative path.
+		renderErr = validation.DeviceSpec("spec", spec).Err()
+	}
 	if renderErr != nil {
 		return r.reportRenderFailure(ctx, tx, device, target, renderErr)
 	}
