@@ -44,6 +44,13 @@ check: lint test ## Everything CI runs.
 bench: ## Run the benchmarks (figures go in docs/benchmarks.md).
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
 
+LOAD_AGENTS ?= 10000
+
+.PHONY: loadtest
+loadtest: build ## Run LOAD_AGENTS simulated agents against bin/fleetplane serve (takes minutes).
+	bin/fleetplane-load --count $(LOAD_AGENTS) --server-binary bin/fleetplane \
+		--start-interval 2ms --enroll-max-delay 10s --timeout 40m
+
 .PHONY: demo
 demo: build ## Run the demo: a server, three agents, two rollouts, until converged.
 	bin/fleetplane demo --until-converged

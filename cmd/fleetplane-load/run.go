@@ -20,7 +20,7 @@ const fleetName = "load"
 // result contains the figures of one run.
 type result struct {
 	count int
-	// Memory before the agents started and once all were connected.
+	// Memory before the agents started, and with every agent connected after the first rollout.
 	serverBase, serverConnected memory
 	selfBase, selfConnected     memory
 	// connectTime runs from starting the first agent to every agent applying the first spec.
