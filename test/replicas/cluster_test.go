@@ -1,0 +1,219 @@
+package replicas
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/fleetplane/fleetplane/client"
+	fleetplanev1 "github.com/fleetplane/fleetplane/gen/fleetplane/v1"
+	"github.com/fleetplane/fleetplane/internal/pgtest"
+)
+
+// leaseDuration is the replicas' shard lease time, short so that failover tests end quickly.
+const leaseDuration = 3 * time.Second
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "fleetplane-replicas-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "fleetplane")
+	build := exec.Command("go", "build", "-o", binary, "../../cmd/fleetplane")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build fleetplane: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writing and a test reading.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// replicaProcess is one `fleetplane serve` process.
+type replicaProcess struct {
+	id       string
+	apiURL   string
+	agentURL string
+	api      *client.Client
+	cmd      *exec.Cmd
+	log      *syncBuffer
+	done     chan struct{}
+}
+
+// cluster is a set of replicas sharing one database and one CA directory.
+type cluster struct {
+	t        *testing.T
+	dsn      string
+	pkiDir   string
+	replicas []*replicaProcess
+}
+
+func newCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	pg := pgtest.Start(t)
+	c := &cluster{t: t, dsn: pg.NewDatabase(t), pkiDir: t.TempDir()}
+	t.Cleanup(c.stopAll)
+	// The first replica creates the schema and the CA; the others start once it serves.
+	c.start("r1")
+	for i := 2; i <= n; i++ {
+		c.start(fmt.Sprintf("r%d", i))
+	}
+	return c
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// start runs a replica process and waits until its API lists it as a member.
+func (c *cluster) start(id string) *replicaProcess {
+	t := c.t
+	t.Helper()
+	apiAddr, agentAddr, peerAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	r := &replicaProcess{
+		id: id, apiURL: "http://" + apiAddr, agentURL: "https://" + agentAddr,
+		log: &syncBuffer{}, done: make(chan struct{}),
+	}
+	r.api = client.New(r.apiURL)
+	r.cmd = exec.Command(binary, "serve", "--database", c.dsn, "--replica-id", id,
+		"--listen", apiAddr, "--agent-listen", agentAddr, "--peer-listen", peerAddr,
+		"--data-dir", t.TempDir(), "--pki-dir", c.pkiDir,
+		"--lease-duration", leaseDuration.String())
+	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
+	if err := r.cmd.Start(); err != nil {
+		t.Fatalf("start replica %s: %v", id, err)
+	}
+	go func() {
+		_ = r.cmd.Wait()
+		close(r.done)
+	}()
+	c.replicas = append(c.replicas, r)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log of replica %s:\n%s", id, r.log.String())
+		}
+	})
+	waitFor(t, 30*time.Second, "replica "+id+" to join", func() (bool, string) {
+		owned := c.leases(r)[id]
+		return owned > 0, fmt.Sprintf("replica %s holds %d shards", id, owned)
+	})
+	return r
+}
+
+// leases returns the number of shards each replica holds, as read through r's API.
+func (c *cluster) leases(r *replicaProcess) map[string]int {
+	resp, err := r.api.Replicas.ListReplicas(context.Background(),
+		connect.NewRequest(&fleetplanev1.ListReplicasRequest{}))
+	if err != nil {
+		return nil
+	}
+	owned := map[string]int{}
+	for _, rep := range resp.Msg.GetReplicas() {
+		owned[rep.GetId()] = len(rep.GetLeases())
+	}
+	return owned
+}
+
+func (c *cluster) agentURLs(first int) string {
+	urls := ""
+	for i := range c.replicas {
+		r := c.replicas[(first+i)%len(c.replicas)]
+		if urls != "" {
+			urls += ","
+		}
+		urls += r.agentURL
+	}
+	return urls
+}
+
+func (c *cluster) caPEM() []byte {
+	c.t.Helper()
+	data, err := os.ReadFile(filepath.Join(c.pkiDir, "ca.crt"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return data
+}
+
+// kill sends sig to the replica; for SIGKILL it also waits for the process to end.
+func (r *replicaProcess) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := r.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %v to replica %s: %v", sig, r.id, err)
+	}
+	if sig == syscall.SIGKILL {
+		<-r.done
+	}
+}
+
+func (c *cluster) stopAll() {
+	for _, r := range c.replicas {
+		select {
+		case <-r.done:
+			continue
+		default:
+		}
+		_ = r.cmd.Process.Signal(syscall.SIGCONT)
+		_ = r.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-r.done:
+		case <-time.After(20 * time.Second):
+			_ = r.cmd.Process.Kill()
+			<-r.done
+		}
+	}
+}
+
+// waitFor polls check every 100 ms until it returns true or timeout passes. check also returns
+// a description of the state, which the failure message shows.
+func waitFor(t *testing.T, timeout time.Duration, what string, check func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, state := check()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s; last state: %s", timeout, what, state)
+		}
+		time.Sleep(100 * time.Millisecond) // polling interval, not a wait for a result
+	}
+}

@@ -1,0 +1,219 @@
+package replicas
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/fleetplane/fleetplane/agent"
+	"github.com/fleetplane/fleetplane/agent/simulate"
+	"github.com/fleetplane/fleetplane/client/resourcefile"
+	fleetplanev1 "github.com/fleetplane/fleetplane/gen/fleetplane/v1"
+)
+
+const fleetYAML = `
+apiVersion: fleetplane.dev/v1
+kind: Fleet
+metadata:
+  name: demo
+spec:
+  selector:
+    matchLabels:
+      fleet: demo
+  template:
+    metadata:
+      labels:
+        fleet: demo
+    spec:
+      config:
+        - name: motd
+          inline:
+            - path: /etc/motd
+              content: "{{ .metadata.name }} MARKER\n"
+`
+
+// startDevices runs perReplica simulated devices per replica, each trying the replicas' agent
+// ports in a different order, so streams spread over all replicas.
+func startDevices(t *testing.T, c *cluster, perReplica int) []*simulate.Simulator {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var sims []*simulate.Simulator
+	done := make(chan error, len(c.replicas))
+	for i := range c.replicas {
+		sim, err := simulate.New(simulate.Options{
+			Count: perReplica, Server: c.agentURLs(i), CACertPEM: c.caPEM(),
+			ApproveURL: c.replicas[0].apiURL, Labels: map[string]string{"fleet": "demo"},
+			NamePrefix: fmt.Sprintf("dev-%d-", i), StatusInterval: time.Second,
+			Timing: agent.Timing{ReconnectMinDelay: 100 * time.Millisecond,
+				ReconnectMaxDelay: time.Second, Keepalive: time.Second, DeadAfter: 3 * time.Second},
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sims = append(sims, sim)
+		go func() { done <- sim.Run(ctx) }()
+	}
+	t.Cleanup(func() {
+		cancel()
+		for range sims {
+			if err := <-done; err != nil {
+				t.Errorf("simulated devices: %v", err)
+			}
+		}
+	})
+	return sims
+}
+
+// applyFleet creates or updates fleet demo through r's API with marker in its template.
+func applyFleet(t *testing.T, r *replicaProcess, marker string) {
+	t.Helper()
+	docs, err := resourcefile.Parse("fleet.yaml", []byte(strings.ReplaceAll(fleetYAML, "MARKER", marker)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := r.api.Create(ctx, docs[0].Object); err == nil {
+		return
+	}
+	fleet := docs[0].Object.(*fleetplanev1.Fleet)
+	waitFor(t, 10*time.Second, "fleet update", func() (bool, string) {
+		_, err := r.api.Update(ctx, fleet)
+		return err == nil, fmt.Sprint(err)
+	})
+}
+
+// waitConverged waits until every device of the simulators runs the fleet's latest template,
+// with the rendered version applied and reported up to date, as read through r's API.
+func waitConverged(t *testing.T, r *replicaProcess, sims []*simulate.Simulator, timeout time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	var names []string
+	for _, s := range sims {
+		names = append(names, s.Names()...)
+	}
+	waitFor(t, timeout, "every device to converge", func() (bool, string) {
+		resp, err := r.api.Fleets.GetFleet(ctx, connect.NewRequest(&fleetplanev1.GetFleetRequest{Name: "demo"}))
+		if err != nil {
+			return false, err.Error()
+		}
+		want := fmt.Sprintf("demo-%d", resp.Msg.GetFleet().GetMetadata().GetGeneration())
+		pending := 0
+		for _, name := range names {
+			if !deviceConverged(ctx, r, name, want) {
+				pending++
+			}
+		}
+		return pending == 0, fmt.Sprintf("%d of %d devices not at %s", pending, len(names), want)
+	})
+}
+
+func deviceConverged(ctx context.Context, r *replicaProcess, name, wantTemplate string) bool {
+	resp, err := r.api.Devices.GetDevice(ctx, connect.NewRequest(&fleetplanev1.GetDeviceRequest{Name: name}))
+	if err != nil {
+		return false
+	}
+	dev := resp.Msg.GetDevice()
+	if dev.GetMetadata().GetAnnotations()["fleetplane.dev/template-version"] != wantTemplate {
+		return false
+	}
+	rendered, err := r.api.GetRenderedDevice(ctx, name)
+	if err != nil {
+		return false
+	}
+	return dev.GetStatus().GetConfig().GetRenderedVersion() == rendered.GetRenderedVersion() &&
+		dev.GetStatus().GetUpdated().GetStatus() == "UpToDate"
+}
+
+func TestReplicasConverge(t *testing.T) {
+	c := newCluster(t, 3)
+	sims := startDevices(t, c, 4)
+	applyFleet(t, c.replicas[1], "first")
+	waitConverged(t, c.replicas[2], sims, time.Minute)
+
+	applyFleet(t, c.replicas[2], "second")
+	waitConverged(t, c.replicas[0], sims, 30*time.Second)
+
+	owned := c.leases(c.replicas[0])
+	for _, r := range c.replicas {
+		if owned[r.id] == 0 {
+			t.Errorf("replica %s holds no shard; leases: %v", r.id, owned)
+		}
+	}
+}
+
+func TestReplicaKilledDuringRollout(t *testing.T) {
+	c := newCluster(t, 3)
+	sims := startDevices(t, c, 4)
+	applyFleet(t, c.replicas[0], "first")
+	waitConverged(t, c.replicas[0], sims, time.Minute)
+
+	applyFleet(t, c.replicas[1], "second")
+	victim := c.replicas[2]
+	victim.signal(t, syscall.SIGKILL)
+	killed := time.Now()
+
+	waitFor(t, leaseDuration+10*time.Second, "the killed replica's shards to move", func() (bool, string) {
+		owned := c.leases(c.replicas[0])
+		return owned[victim.id] == 0 && owned["r1"] > 0 && owned["r2"] > 0, fmt.Sprint(owned)
+	})
+	t.Logf("shards moved %v after SIGKILL", time.Since(killed).Round(100*time.Millisecond))
+	waitConverged(t, c.replicas[0], sims, time.Minute)
+}
+
+func TestReplicaPausedIsFenced(t *testing.T) {
+	c := newCluster(t, 3)
+	sims := startDevices(t, c, 3)
+	paused := c.replicas[1]
+	paused.signal(t, syscall.SIGSTOP)
+	waitFor(t, leaseDuration+10*time.Second, "the paused replica's shards to move", func() (bool, string) {
+		owned := c.leases(c.replicas[0])
+		return owned[paused.id] == 0, fmt.Sprint(owned)
+	})
+	applyFleet(t, c.replicas[0], "while-paused")
+	paused.signal(t, syscall.SIGCONT)
+
+	waitFor(t, leaseDuration+10*time.Second, "the resumed replica to rejoin", func() (bool, string) {
+		owned := c.leases(c.replicas[0])
+		return owned[paused.id] > 0, fmt.Sprint(owned)
+	})
+	waitConverged(t, c.replicas[2], sims, time.Minute)
+}
+
+func TestFourthReplicaJoins(t *testing.T) {
+	c := newCluster(t, 3)
+	sims := startDevices(t, c, 3)
+	before := c.leases(c.replicas[0])
+	total := 0
+	for _, n := range before {
+		total += n
+	}
+	c.start("r4")
+	waitFor(t, leaseDuration+10*time.Second, "the shards to settle", func() (bool, string) {
+		owned := c.leases(c.replicas[0])
+		sum := 0
+		for _, n := range owned {
+			sum += n
+		}
+		return sum == total && owned["r4"] > 0, fmt.Sprint(owned)
+	})
+	after := c.leases(c.replicas[0])
+	// Rendezvous assignment moves only the shards r4 takes: about a quarter of them.
+	if moved := after["r4"]; moved < total/8 || moved > total/2 {
+		t.Errorf("r4 took %d of %d shards, want about a quarter", moved, total)
+	}
+	for _, id := range []string{"r1", "r2", "r3"} {
+		if after[id] > before[id] {
+			t.Errorf("replica %s went from %d to %d shards, want no gain", id, before[id], after[id])
+		}
+	}
+	applyFleet(t, c.replicas[3], "after-join")
+	waitConverged(t, c.replicas[3], sims, time.Minute)
+}
