@@ -188,17 +188,26 @@ func TestMountServesExtraHandler(t *testing.T) {
 	}
 }
 
-func TestListenAndServeStopsOnCancel(t *testing.T) {
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestListenAndServeStopsOnCancel(t *testing.T) {
+	// The agent port gets a free port too, so that a server running on the default ports
+	// does not make this test fail.
+	addr, agentAddr := freeAddr(t), freeAddr(t)
 	dir := filepath.Join(t.TempDir(), "data")
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ListenAndServe(ctx, Options{ListenAddr: addr, DataDir: dir}) }()
+	opts := Options{ListenAddr: addr, AgentListenAddr: agentAddr, DataDir: dir}
+	go func() { done <- ListenAndServe(ctx, opts) }()
 
 	client := fleetplanev1connect.NewDeviceServiceClient(http.DefaultClient, "http://"+addr)
 	deadline := time.Now().Add(10 * time.Second)
