@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"net/url"
+	"strings"
 
 	"connectrpc.com/connect"
 	fleetplanev1 "github.com/fleetplane/fleetplane/gen/fleetplane/v1"
@@ -34,26 +36,91 @@ func redactRepository(r *fleetplanev1.Repository) {
 }
 
 // keepRepositorySecrets copies each stored credential that the update leaves empty, because
-// clients never see the stored values and so cannot send them back.
+// clients never see the stored values and so cannot send them back. An update that moves the
+// repository to another scheme or host keeps no stored credential, so that a client that never
+// saw a secret cannot have the server send it to a host of its choice. Such an update must send
+// its credentials again, and it is rejected when it sends none while some are stored.
 func keepRepositorySecrets(stored, r *fleetplanev1.Repository) error {
-	oldHTTP, newHTTP := stored.GetSpec().GetHttpConfig(), r.GetSpec().GetHttpConfig()
-	if oldHTTP != nil && newHTTP != nil {
-		keep(&newHTTP.Password, oldHTTP.GetPassword())
-		keep(&newHTTP.Token, oldHTTP.GetToken())
-		keep(&newHTTP.TlsKey, oldHTTP.GetTlsKey())
+	oldSecrets, newSecrets := repositorySecrets(stored), repositorySecrets(r)
+	if sameHost(stored.GetSpec().GetUrl(), r.GetSpec().GetUrl()) {
+		for i, s := range newSecrets {
+			if s.value != nil && *s.value == "" {
+				*s.value = oldSecrets[i].get()
+			}
+		}
+		return nil
 	}
-	oldSSH, newSSH := stored.GetSpec().GetSshConfig(), r.GetSpec().GetSshConfig()
-	if oldSSH != nil && newSSH != nil {
-		keep(&newSSH.SshPrivateKey, oldSSH.GetSshPrivateKey())
-		keep(&newSSH.PrivateKeyPassphrase, oldSSH.GetPrivateKeyPassphrase())
+	for _, s := range newSecrets {
+		if s.get() != "" {
+			return nil
+		}
 	}
-	return nil
+	var errs validation.List
+	for i, s := range newSecrets {
+		if s.value != nil && oldSecrets[i].get() != "" {
+			errs = append(errs, invalidArgument(s.field, "must be sent again because "+
+				"spec.url now names another host, and the server does not send stored "+
+				"credentials to a new host"))
+		}
+	}
+	return errs.Err()
 }
 
-func keep(field *string, stored string) {
-	if *field == "" {
-		*field = stored
+// secretField points at one credential of a repository. Its value is nil when the config
+// block that contains it (httpConfig or sshConfig) is absent.
+type secretField struct {
+	field string
+	value *string
+}
+
+func (s secretField) get() string {
+	if s.value == nil {
+		return ""
 	}
+	return *s.value
+}
+
+// repositorySecrets returns the credentials of r, always in the same order.
+func repositorySecrets(r *fleetplanev1.Repository) []secretField {
+	h, ssh := r.GetSpec().GetHttpConfig(), r.GetSpec().GetSshConfig()
+	fields := []secretField{
+		{field: "repository.spec.httpConfig.password"},
+		{field: "repository.spec.httpConfig.token"},
+		{field: "repository.spec.httpConfig.tls.key"},
+		{field: "repository.spec.sshConfig.sshPrivateKey"},
+		{field: "repository.spec.sshConfig.privateKeyPassphrase"},
+	}
+	if h != nil {
+		fields[0].value, fields[1].value, fields[2].value = &h.Password, &h.Token, &h.TlsKey
+	}
+	if ssh != nil {
+		fields[3].value, fields[4].value = &ssh.SshPrivateKey, &ssh.PrivateKeyPassphrase
+	}
+	return fields
+}
+
+// sameHost reports whether two repository URLs have the same scheme and host, port included.
+// The short SSH form user@host:path is compared as an ssh URL.
+func sameHost(a, b string) bool {
+	ua, errA := url.Parse(sshURL(a))
+	ub, errB := url.Parse(sshURL(b))
+	if errA != nil || errB != nil {
+		return false
+	}
+	return ua.Scheme == ub.Scheme && strings.EqualFold(ua.Host, ub.Host)
+}
+
+// sshURL rewrites the short SSH form user@host:path to ssh://user@host/path and returns any
+// other URL unchanged.
+func sshURL(raw string) string {
+	if strings.Contains(raw, "://") {
+		return raw
+	}
+	at, colon := strings.Index(raw, "@"), strings.Index(raw, ":")
+	if at < 0 || colon < at {
+		return raw
+	}
+	return "ssh://" + raw[:colon] + "/" + raw[colon+1:]
 }
 
 // repositoryService serves RepositoryService.

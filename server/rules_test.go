@@ -290,6 +290,79 @@ func TestRepositorySecretsKept(t *testing.T) {
 	}
 }
 
+// Moving a repository to another host must not carry the stored credentials there, because a
+// client that never saw them could then have the server send them to a host it chose.
+func TestRepositorySecretsNewHost(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx := context.Background()
+	client := ts.repositories()
+	created, err := client.CreateRepository(ctx, connect.NewRequest(
+		&fleetplanev1.CreateRepositoryRequest{Repository: secretRepository()}))
+	if err != nil {
+		t.Fatalf("CreateRepository: %v", err)
+	}
+
+	moved := created.Msg.GetRepository()
+	moved.Spec.Url = "https://other.example.com/config.git"
+	_, err = client.UpdateRepository(ctx, connect.NewRequest(
+		&fleetplanev1.UpdateRepositoryRequest{Repository: moved}))
+	wantCode(t, err, connect.CodeInvalidArgument)
+	for _, field := range []string{"repository.spec.httpConfig.password",
+		"repository.spec.sshConfig.sshPrivateKey"} {
+		if !strings.Contains(err.Error(), field) {
+			t.Errorf("error %q does not name %s", err, field)
+		}
+	}
+	checkNoSecret(t, "error", err.Error())
+
+	moved.Spec.HttpConfig = &fleetplanev1.HttpConfig{Username: "u", Password: "other-password"}
+	moved.Spec.SshConfig = nil
+	updated, err := client.UpdateRepository(ctx, connect.NewRequest(
+		&fleetplanev1.UpdateRepositoryRequest{Repository: moved}))
+	if err != nil {
+		t.Fatalf("UpdateRepository with new credentials: %v", err)
+	}
+	if got := updated.Msg.GetRepository().GetSpec().GetUrl(); got != moved.Spec.Url {
+		t.Errorf("url = %q, want %q", got, moved.Spec.Url)
+	}
+}
+
+func TestRepositorySameHost(t *testing.T) {
+	tests := []struct {
+		a, b string
+		want bool
+	}{
+		{"https://git.example.com/a.git", "https://git.example.com/b.git", true},
+		{"https://git.example.com/a.git", "https://GIT.example.com/a.git", true},
+		{"https://git.example.com/a.git", "https://git.example.com:8443/a.git", false},
+		{"https://git.example.com/a.git", "http://git.example.com/a.git", false},
+		{"https://git.example.com/a.git", "https://other.example.com/a.git", false},
+		{"git@git.example.com:org/a.git", "ssh://git@git.example.com/org/b.git", true},
+		{"git@git.example.com:org/a.git", "git@other.example.com:org/a.git", false},
+	}
+	for _, tt := range tests {
+		if got := sameHost(tt.a, tt.b); got != tt.want {
+			t.Errorf("sameHost(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.want)
+		}
+	}
+}
+
+func TestRepositoryURLPasswordHidden(t *testing.T) {
+	ts := startServer(t, nil)
+	repo := &fleetplanev1.Repository{
+		Metadata: &fleetplanev1.ObjectMeta{Name: "repo"},
+		Spec: &fleetplanev1.RepositorySpec{Type: "git",
+			Url: "https://u:" + secretPassword + "@git.example.com/config.git"},
+	}
+	_, err := ts.repositories().CreateRepository(context.Background(), connect.NewRequest(
+		&fleetplanev1.CreateRepositoryRequest{Repository: repo}))
+	wantCode(t, err, connect.CodeInvalidArgument)
+	if !strings.Contains(err.Error(), "repository.spec.url") {
+		t.Errorf("error %q does not name repository.spec.url", err)
+	}
+	checkNoSecret(t, "error", err.Error())
+}
+
 // testSigner is a certificate authority made for one test.
 type testSigner struct {
 	key  *ecdsa.PrivateKey

@@ -168,6 +168,27 @@ func repositoryURL(field, typ, raw string) List {
 		errs.add(field, "must be an absolute URL with a host and one of the schemes %s",
 			strings.Join(sortedSet(schemes), ", "))
 	}
+	return append(errs, urlCredentials(field, u)...)
+}
+
+// urlCredentials rejects credentials in a repository URL, because reads return the URL as
+// stored. An SSH user name such as git@ is not a secret and stays allowed. The message never
+// repeats the URL.
+func urlCredentials(field string, u *url.URL) List {
+	var errs List
+	if u.User == nil {
+		return nil
+	}
+	_, hasPassword := u.User.Password()
+	switch {
+	case u.Scheme == "http" || u.Scheme == "https":
+		errs.add(field, "must not contain a user name or password; remove the part before @ "+
+			"and set spec.httpConfig.username with spec.httpConfig.password or "+
+			"spec.httpConfig.token")
+	case hasPassword:
+		errs.add(field, "must not contain a password; remove it and set "+
+			"spec.sshConfig.sshPrivateKey")
+	}
 	return errs
 }
 

@@ -115,6 +115,34 @@ func TestRepositoryURLHidesPassword(t *testing.T) {
 	}
 }
 
+func TestRepositoryURLCredentials(t *testing.T) {
+	tests := []struct {
+		typ, url string
+		valid    bool
+	}{
+		{"git", "https://alice:s3cret@example.com/a.git", false},
+		{"git", "https://s3cret@example.com/a.git", false},
+		{"http", "http://alice:s3cret@example.com/files", false},
+		{"git", "ssh://git:s3cret@example.com/a.git", false},
+		{"git", "ssh://git@example.com/a.git", true},
+		{"git", "git@example.com:org/a.git", true},
+	}
+	for _, tt := range tests {
+		errs := repositoryURL("spec.url", tt.typ, tt.url)
+		if got := len(errs) == 0; got != tt.valid {
+			t.Errorf("repositoryURL(%s, %q) valid = %v, want %v (%v)", tt.typ, tt.url, got, tt.valid, errs)
+		}
+		if strings.Contains(errs.Error(), "s3cret") {
+			t.Errorf("repositoryURL(%s, %q) error %q contains the secret", tt.typ, tt.url, errs.Error())
+		}
+		if !tt.valid && !strings.Contains(errs.Error(), "httpConfig") &&
+			!strings.Contains(errs.Error(), "sshConfig") {
+			t.Errorf("repositoryURL(%s, %q) error %q does not say where credentials go",
+				tt.typ, tt.url, errs.Error())
+		}
+	}
+}
+
 func TestListErrorCapsMessages(t *testing.T) {
 	var errs List
 	for range 8 {
