@@ -129,6 +129,9 @@ func (r *resource[T]) create(ctx context.Context, obj T) (T, error) {
 	if !obj.ProtoReflect().IsValid() {
 		return zero, invalidArgument(r.field, "must be set")
 	}
+	if err := r.checkTypeFields(obj); err != nil {
+		return zero, err
+	}
 	r.clearServerFields(obj)
 	if err := r.validate(ctx, obj); err != nil {
 		return zero, err
@@ -181,6 +184,28 @@ func setEmptySpec(obj store.Object) {
 	}
 }
 
+// checkTypeFields rejects an apiVersion or kind that does not match the service, so that an
+// object sent to the wrong service is not stored as another kind. Empty values are allowed.
+func (r *resource[T]) checkTypeFields(obj T) error {
+	var errs validation.List
+	m := obj.ProtoReflect()
+	fields := m.Descriptor().Fields()
+	if fd := fields.ByName("api_version"); fd != nil {
+		if v := m.Get(fd).String(); v != "" && v != store.APIVersion {
+			errs = append(errs, invalidArgument(r.field+".apiVersion", fmt.Sprintf(
+				"%q is not supported; use %q or leave it empty", v, store.APIVersion)))
+		}
+	}
+	if fd := fields.ByName("kind"); fd != nil {
+		if v, want := m.Get(fd).String(), store.KindOf(obj); v != "" && v != want {
+			errs = append(errs, invalidArgument(r.field+".kind", fmt.Sprintf(
+				"%q does not match this service; use %q or leave it empty, or send the "+
+					"object to the %s service", v, want, v)))
+		}
+	}
+	return errs.Err()
+}
+
 // setKind fills in the apiVersion and kind fields.
 func setKind(obj store.Object) {
 	m := obj.ProtoReflect()
@@ -197,6 +222,9 @@ func (r *resource[T]) update(ctx context.Context, obj T) (T, error) {
 	var zero T
 	if !obj.ProtoReflect().IsValid() {
 		return zero, invalidArgument(r.field, "must be set")
+	}
+	if err := r.checkTypeFields(obj); err != nil {
+		return zero, err
 	}
 	setKind(obj)
 	setEmptySpec(obj)

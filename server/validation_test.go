@@ -274,6 +274,41 @@ func TestUnknownJSONField(t *testing.T) {
 	}
 }
 
+func TestTypeFieldsMismatch(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx := context.Background()
+	tests := []struct {
+		name, apiVersion, kind, field string
+	}{
+		{"other kind", "fleetplane.dev/v1", "Fleet", "device.kind"},
+		{"other apiVersion", "v9", "Device", "device.apiVersion"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := newDevice("typed", nil)
+			d.ApiVersion, d.Kind = tt.apiVersion, tt.kind
+			_, err := ts.devices().CreateDevice(ctx,
+				connect.NewRequest(&fleetplanev1.CreateDeviceRequest{Device: d}))
+			wantCode(t, err, connect.CodeInvalidArgument)
+			if !strings.Contains(err.Error(), tt.field) {
+				t.Errorf("create error %q does not name %s", err, tt.field)
+			}
+			_, err = ts.devices().UpdateDevice(ctx,
+				connect.NewRequest(&fleetplanev1.UpdateDeviceRequest{Device: d}))
+			wantCode(t, err, connect.CodeInvalidArgument)
+			if !strings.Contains(err.Error(), tt.field) {
+				t.Errorf("update error %q does not name %s", err, tt.field)
+			}
+		})
+	}
+
+	d := newDevice("untyped", nil)
+	if _, err := ts.devices().CreateDevice(ctx,
+		connect.NewRequest(&fleetplanev1.CreateDeviceRequest{Device: d})); err != nil {
+		t.Errorf("create without apiVersion and kind: %v", err)
+	}
+}
+
 func TestRequestTooLarge(t *testing.T) {
 	ts := startServer(t, nil)
 	d := newDevice("big", nil)
