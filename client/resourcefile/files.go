@@ -70,16 +70,35 @@ func expand(path string) ([]string, error) {
 	return files, nil
 }
 
+// MaxFileBytes is the largest file or standard input that Load reads. It is four times the
+// server's request limit of 4 MiB, because a file may contain many documents, and it keeps an
+// endless source such as /dev/zero from filling the memory.
+const MaxFileBytes = 16 << 20
+
 func readSource(file string, stdin io.Reader) ([]byte, error) {
-	if file != "-" {
-		return os.ReadFile(file)
+	name := file
+	var src io.Reader
+	if file == "-" {
+		name = "standard input"
+		if stdin == nil {
+			return nil, errors.New("read standard input: no input is attached")
+		}
+		src = stdin
+	} else {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		src = f
 	}
-	if stdin == nil {
-		return nil, errors.New("read standard input: no input is attached")
-	}
-	data, err := io.ReadAll(stdin)
+	data, err := io.ReadAll(io.LimitReader(src, MaxFileBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("read standard input: %w", err)
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if len(data) > MaxFileBytes {
+		return nil, fmt.Errorf("read %s: larger than %d MiB; split it into several files",
+			name, MaxFileBytes>>20)
 	}
 	return data, nil
 }
