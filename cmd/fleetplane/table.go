@@ -148,8 +148,7 @@ func row(obj proto.Message, now time.Time) []string {
 	case *fleetplanev1.Fleet:
 		return []string{name(o.GetMetadata()), selector(o.GetSpec().GetSelector()),
 			condition(o.GetStatus().GetConditions(), "Valid"),
-			strconv.FormatInt(o.GetStatus().GetDevicesSummary().GetTotal(), 10),
-			created(o.GetMetadata(), now)}
+			deviceCount(o.GetStatus().GetDevicesSummary()), created(o.GetMetadata(), now)}
 	case *fleetplanev1.TemplateVersion:
 		return []string{name(o.GetMetadata()), dash(o.GetSpec().GetFleet()),
 			created(o.GetMetadata(), now)}
@@ -175,6 +174,15 @@ func row(obj proto.Message, now time.Time) []string {
 			age(o.GetHeartbeatTime(), now)}
 	}
 	return []string{fmt.Sprint(obj)}
+}
+
+// deviceCount formats a fleet's device total, or "-" when the server sent no summary.
+// TODO: the server does not compute status.devicesSummary yet, so this is always "-".
+func deviceCount(s *fleetplanev1.FleetDevicesSummary) string {
+	if s == nil {
+		return "-"
+	}
+	return strconv.FormatInt(s.GetTotal(), 10)
 }
 
 func name(m *fleetplanev1.ObjectMeta) string { return m.GetName() }

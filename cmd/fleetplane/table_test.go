@@ -107,6 +107,18 @@ func TestTableKeepsShortCells(t *testing.T) {
 	}
 }
 
+func TestFleetRowWithoutSummary(t *testing.T) {
+	now := time.Now()
+	f := &fleetplanev1.Fleet{Metadata: &fleetplanev1.ObjectMeta{Name: "f"}}
+	if got := row(f, now)[3]; got != "-" {
+		t.Errorf("DEVICES without a devices summary = %q, want -", got)
+	}
+	f.Status = &fleetplanev1.FleetStatus{DevicesSummary: &fleetplanev1.FleetDevicesSummary{}}
+	if got := row(f, now)[3]; got != "0" {
+		t.Errorf("DEVICES with a summary of 0 devices = %q, want 0", got)
+	}
+}
+
 func TestAge(t *testing.T) {
 	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
 	tests := []struct {
