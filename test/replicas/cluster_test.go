@@ -4,24 +4,33 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/fleetplane/fleetplane/client"
+	"github.com/fleetplane/fleetplane/dispatcher"
 	fleetplanev1 "github.com/fleetplane/fleetplane/gen/fleetplane/v1"
 	"github.com/fleetplane/fleetplane/internal/pgtest"
 )
 
 // leaseDuration is the replicas' shard lease time, short so that failover tests end quickly.
 const leaseDuration = 3 * time.Second
+
+// shardCount is the PostgreSQL store's default number of task queue shards.
+const shardCount = 64
 
 var binary string
 
@@ -139,16 +148,90 @@ func (c *cluster) start(id string) *replicaProcess {
 
 // leases returns the number of shards each replica holds, as read through r's API.
 func (c *cluster) leases(r *replicaProcess) map[string]int {
+	owned := map[string]int{}
+	for _, owner := range c.owners(r) {
+		owned[owner]++
+	}
+	return owned
+}
+
+// owners maps each leased shard to the replica that holds it, as read through r's API.
+func (c *cluster) owners(r *replicaProcess) map[int]string {
 	resp, err := r.api.Replicas.ListReplicas(context.Background(),
 		connect.NewRequest(&fleetplanev1.ListReplicasRequest{}))
 	if err != nil {
 		return nil
 	}
-	owned := map[string]int{}
+	owners := map[int]string{}
 	for _, rep := range resp.Msg.GetReplicas() {
-		owned[rep.GetId()] = len(rep.GetLeases())
+		for _, l := range rep.GetLeases() {
+			owners[int(l.GetShard())] = rep.GetId()
+		}
 	}
-	return owned
+	return owners
+}
+
+// waitSettled waits until the shard leases match the rendezvous assignment over the running
+// replicas, and returns the owner of each shard.
+func (c *cluster) waitSettled(t *testing.T) map[int]string {
+	t.Helper()
+	var ids []string
+	for _, r := range c.replicas {
+		select {
+		case <-r.done:
+		default:
+			ids = append(ids, r.id)
+		}
+	}
+	want := dispatcher.Assign(shardCount, ids)
+	var got map[int]string
+	waitFor(t, leaseDuration+10*time.Second, "the shard leases to settle", func() (bool, string) {
+		got = c.owners(c.replicas[0])
+		return cmp.Equal(got, want), cmp.Diff(want, got)
+	})
+	return got
+}
+
+// connectedAgents returns the connected_agents figure of each replica's membership row.
+func (c *cluster) connectedAgents(r *replicaProcess) map[string]int64 {
+	resp, err := r.api.Replicas.ListReplicas(context.Background(),
+		connect.NewRequest(&fleetplanev1.ListReplicasRequest{}))
+	if err != nil {
+		return nil
+	}
+	counts := map[string]int64{}
+	for _, rep := range resp.Msg.GetReplicas() {
+		counts[rep.GetId()] = rep.GetConnectedAgents()
+	}
+	return counts
+}
+
+// metric returns the sum of every sample of the named metric on r's /metrics page, and whether
+// the page has the metric at all.
+func (r *replicaProcess) metric(t *testing.T, name string) (float64, bool) {
+	t.Helper()
+	resp, err := http.Get(r.apiURL + "/metrics")
+	if err != nil {
+		t.Fatalf("get metrics of replica %s: %v", r.id, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read metrics of replica %s: %v", r.id, err)
+	}
+	sum, found := 0.0, false
+	for _, line := range strings.Split(string(body), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) != 2 || (fields[0] != name && !strings.HasPrefix(fields[0], name+"{")) {
+			continue
+		}
+		v, err := strconv.ParseFloat(fields[1], 64)
+		if err != nil {
+			t.Fatalf("metric line %q of replica %s: %v", line, r.id, err)
+		}
+		sum, found = sum+v, true
+	}
+	return sum, found
 }
 
 func (c *cluster) agentURLs(first int) string {
