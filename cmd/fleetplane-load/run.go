@@ -76,11 +76,10 @@ func run(ctx context.Context, cfg config, out io.Writer) (result, error) {
 	if err := r.startServer(ctx); err != nil {
 		return result{}, err
 	}
-	if err := r.phases(ctx, dir); err != nil {
-		return r.res, err
-	}
+	err = r.phases(ctx, dir)
+	// A failed phase still leaves the figures of the phases before it.
 	r.report()
-	return r.res, nil
+	return r.res, err
 }
 
 // phases runs the agents and the measurements; the agents stop before it returns.
@@ -126,11 +125,14 @@ func (r *loadRun) phases(ctx context.Context, dir string) (err error) {
 	r.res.connectTime = time.Since(started)
 	fmt.Fprintf(r.out, "all %d agents enrolled, connected and applied the first spec in %s\n",
 		r.cfg.count, roundMillis(r.res.connectTime))
+	if err := r.measureMemory(); err != nil {
+		return err
+	}
 	if r.res.rollout, err = r.rollout(ctx, "rollout"); err != nil {
 		return err
 	}
-	// Measured after the rollout, so that the server has run garbage collections with every
-	// agent connected and its gctrace heap figure is current.
+	// Measured again after the rollout, because the server has then run more garbage
+	// collections with every agent connected, so its gctrace heap figure is current.
 	if err := r.measureMemory(); err != nil {
 		return err
 	}
@@ -271,6 +273,10 @@ func (r *loadRun) measureMemory() (err error) {
 // report prints the figures of a finished run.
 func (r *loadRun) report() {
 	res := r.res
+	if res.serverConnected.rss == 0 {
+		fmt.Fprintf(r.out, "\nno figures: the agents did not all connect\n")
+		return
+	}
 	srvRSS, srvHeap := res.serverConnected.perAgent(res.serverBase, res.count)
 	simRSS, simHeap := res.selfConnected.perAgent(res.selfBase, res.count)
 	fmt.Fprintf(r.out, "\nagents: %d\n", res.count)
