@@ -68,7 +68,10 @@ type Options struct {
 	// LeaseDuration is the shard lease time of the dispatcher; zero means its default. A
 	// dead replica's shards move to the others after about this long.
 	LeaseDuration time.Duration
-	Logger        *slog.Logger
+	// DebugListenAddr, when set, serves the Go runtime profiles (net/http/pprof) under
+	// /debug/pprof/ on this TCP address. It has no authentication: bind it to loopback.
+	DebugListenAddr string
+	Logger          *slog.Logger
 }
 
 // ListenAndServe runs a complete server until ctx ends: the store, the task dispatcher with
@@ -146,6 +149,14 @@ func ListenAndServe(ctx context.Context, opts Options) error {
 		}
 		g.Go(func() error { return peers.Serve(gctx, peerLn) })
 		g.Go(func() error { return peers.Run(gctx) })
+	}
+	if opts.DebugListenAddr != "" {
+		debugLn, err := net.Listen("tcp", opts.DebugListenAddr)
+		if err != nil {
+			return fmt.Errorf("listen on debug address %s: %w", opts.DebugListenAddr, err)
+		}
+		log.Info("debug port starting", slog.String("addr", debugLn.Addr().String()))
+		g.Go(func() error { return serveDebug(gctx, debugLn) })
 	}
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	g.Go(func() error { return disp.Run(gctx) })

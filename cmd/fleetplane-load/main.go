@@ -33,6 +33,7 @@ import (
 type config struct {
 	count          int
 	serverBinary   string
+	serverFlags    []string
 	dir            string
 	startInterval  time.Duration
 	statusInterval time.Duration
@@ -49,6 +50,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.IntVar(&c.count, "count", 1000, "number of simulated agents")
 	fs.StringVar(&c.serverBinary, "server-binary", "bin/fleetplane", "path of the fleetplane program to run as the server")
+	fs.Func("server-flag", "extra flag for the server process, such as --debug-listen=127.0.0.1:6060 (repeatable)",
+		func(v string) error {
+			c.serverFlags = append(c.serverFlags, v)
+			return nil
+		})
 	fs.StringVar(&c.dir, "dir", "", "directory for the server's data and logs (default: a new temporary directory, removed at exit)")
 	fs.DurationVar(&c.startInterval, "start-interval", time.Millisecond, "pause between starting two agents")
 	fs.DurationVar(&c.statusInterval, "status-interval", time.Minute, "time between each agent's status reports")

@@ -62,7 +62,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (result, error) {
 		return result{}, fmt.Errorf("work directory: %w", err)
 	}
 	defer cleanup()
-	server, err := newServerProcess(cfg.serverBinary, dir)
+	server, err := newServerProcess(cfg.serverBinary, cfg.serverFlags, dir)
 	if err != nil {
 		return result{}, err
 	}

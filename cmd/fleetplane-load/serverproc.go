@@ -28,6 +28,7 @@ import (
 // the same ports and data directory.
 type serverProcess struct {
 	binary    string
+	flags     []string
 	dataDir   string
 	logPath   string
 	apiAddr   string
@@ -40,7 +41,7 @@ type serverProcess struct {
 	liveHeap atomic.Int64
 }
 
-func newServerProcess(binary, dir string) (*serverProcess, error) {
+func newServerProcess(binary string, flags []string, dir string) (*serverProcess, error) {
 	apiAddr, err := freeLoopbackAddr()
 	if err != nil {
 		return nil, err
@@ -51,6 +52,7 @@ func newServerProcess(binary, dir string) (*serverProcess, error) {
 	}
 	return &serverProcess{
 		binary:    binary,
+		flags:     flags,
 		dataDir:   filepath.Join(dir, "server"),
 		logPath:   filepath.Join(dir, "server.log"),
 		apiAddr:   apiAddr,
@@ -69,8 +71,9 @@ func (s *serverProcess) start() error {
 	if err != nil {
 		return fmt.Errorf("open server log: %w", err)
 	}
-	cmd := exec.Command(s.binary, "serve", "--data-dir", s.dataDir,
-		"--listen", s.apiAddr, "--agent-listen", s.agentAddr)
+	args := append([]string{"serve", "--data-dir", s.dataDir,
+		"--listen", s.apiAddr, "--agent-listen", s.agentAddr}, s.flags...)
+	cmd := exec.Command(s.binary, args...)
 	cmd.Env = append(os.Environ(), "GODEBUG=gctrace=1")
 	cmd.Stdout = logFile
 	stderr, err := cmd.StderrPipe()

@@ -60,6 +60,8 @@ func newServeCommand(a *app) *cobra.Command {
 	cmd.Flags().DurationVar(&opts.LeaseDuration, "lease-duration", 0,
 		"shard lease time; a dead replica's shards move after about this long (default 15s)")
 	_ = cmd.Flags().MarkHidden("lease-duration") // for tests of failover
+	cmd.Flags().StringVar(&opts.DebugListenAddr, "debug-listen", "",
+		"serve Go runtime profiles under /debug/pprof/ on this address, without authentication (use a loopback address)")
 	cmd.Flags().BoolVar(&debug, "debug", false, "log at debug level")
 	return cmd
 }
