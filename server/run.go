@@ -114,7 +114,7 @@ func ListenAndServe(ctx context.Context, opts Options) error {
 	disp, err := dispatcher.New(dispatcher.Config{
 		Store:           st,
 		ReplicaID:       opts.ReplicaID,
-		Address:         orDefault(opts.AdvertiseAddr, apiAddr),
+		Address:         orDefault(opts.AdvertiseAddr, orDefault(opts.PeerListenAddr, apiAddr)),
 		LeaseDuration:   opts.LeaseDuration,
 		ConnectedAgents: agents.Connected,
 		Logger:          log.With("component", "dispatcher"),

@@ -67,9 +67,10 @@ type Store struct {
 	maxRetries int
 	clock      *versionClock
 
-	commits      atomic.Int64
-	retries      atomic.Int64
-	retryCounter metric.Int64Counter
+	commits       atomic.Int64
+	retries       atomic.Int64
+	retryCounter  metric.Int64Counter
+	commitCounter metric.Int64Counter
 
 	mu     sync.Mutex
 	subs   map[int]chan struct{} // guarded by mu
@@ -165,6 +166,14 @@ func (s *Store) initMetrics(mp metric.MeterProvider) error {
 	s.retryCounter, err = meter.Int64Counter("fleetplane.store.tx.retries",
 		metric.WithDescription("Store transactions run again after a serialization failure."),
 		metric.WithUnit("{retry}"))
+	if err != nil {
+		return err
+	}
+	// Exported as fleetplane_store_tx_commits_total; retries divided by commits plus retries
+	// is the share of transaction attempts that a serialization failure undid.
+	s.commitCounter, err = meter.Int64Counter("fleetplane.store.tx.commits",
+		metric.WithDescription("Store transactions committed."),
+		metric.WithUnit("{commit}"))
 	return err
 }
 
@@ -212,6 +221,7 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx store.
 		return err
 	}
 	s.commits.Add(1)
+	s.commitCounter.Add(ctx, 1, metric.WithAttributes(attribute.String("backend", "postgres")))
 	if t.notify {
 		s.broadcast()
 	}

@@ -74,6 +74,7 @@ type replicaProcess struct {
 	id       string
 	apiURL   string
 	agentURL string
+	peerAddr string
 	api      *client.Client
 	cmd      *exec.Cmd
 	log      *syncBuffer
@@ -82,13 +83,13 @@ type replicaProcess struct {
 
 // cluster is a set of replicas sharing one database and one CA directory.
 type cluster struct {
-	t        *testing.T
+	t        testing.TB
 	dsn      string
 	pkiDir   string
 	replicas []*replicaProcess
 }
 
-func newCluster(t *testing.T, n int) *cluster {
+func newCluster(t testing.TB, n int) *cluster {
 	t.Helper()
 	pg := pgtest.Start(t)
 	c := &cluster{t: t, dsn: pg.NewDatabase(t), pkiDir: t.TempDir()}
@@ -101,7 +102,7 @@ func newCluster(t *testing.T, n int) *cluster {
 	return c
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -117,7 +118,7 @@ func (c *cluster) start(id string) *replicaProcess {
 	t.Helper()
 	apiAddr, agentAddr, peerAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	r := &replicaProcess{
-		id: id, apiURL: "http://" + apiAddr, agentURL: "https://" + agentAddr,
+		id: id, apiURL: "http://" + apiAddr, agentURL: "https://" + agentAddr, peerAddr: peerAddr,
 		log: &syncBuffer{}, done: make(chan struct{}),
 	}
 	r.api = client.New(r.apiURL)
@@ -143,7 +144,25 @@ func (c *cluster) start(id string) *replicaProcess {
 		owned := c.leases(r)[id]
 		return owned > 0, fmt.Sprintf("replica %s holds %d shards", id, owned)
 	})
+	// Other replicas send nudges to the advertised address, which must be the peer service's.
+	if addr := c.addresses(r)[id]; addr != peerAddr {
+		t.Errorf("replica %s advertises %q; want its peer address %q", id, addr, peerAddr)
+	}
 	return r
+}
+
+// addresses returns the advertised address of each member, as read through r's API.
+func (c *cluster) addresses(r *replicaProcess) map[string]string {
+	resp, err := r.api.Replicas.ListReplicas(context.Background(),
+		connect.NewRequest(&fleetplanev1.ListReplicasRequest{}))
+	if err != nil {
+		return nil
+	}
+	addrs := map[string]string{}
+	for _, rep := range resp.Msg.GetReplicas() {
+		addrs[rep.GetId()] = rep.GetAddress()
+	}
+	return addrs
 }
 
 // leases returns the number of shards each replica holds, as read through r's API.
@@ -173,7 +192,7 @@ func (c *cluster) owners(r *replicaProcess) map[int]string {
 
 // waitSettled waits until the shard leases match the rendezvous assignment over the running
 // replicas, and returns the owner of each shard.
-func (c *cluster) waitSettled(t *testing.T) map[int]string {
+func (c *cluster) waitSettled(t testing.TB) map[int]string {
 	t.Helper()
 	var ids []string
 	for _, r := range c.replicas {
@@ -208,7 +227,7 @@ func (c *cluster) connectedAgents(r *replicaProcess) map[string]int64 {
 
 // metric returns the sum of every sample of the named metric on r's /metrics page, and whether
 // the page has the metric at all.
-func (r *replicaProcess) metric(t *testing.T, name string) (float64, bool) {
+func (r *replicaProcess) metric(t testing.TB, name string) (float64, bool) {
 	t.Helper()
 	resp, err := http.Get(r.apiURL + "/metrics")
 	if err != nil {
@@ -256,7 +275,7 @@ func (c *cluster) caPEM() []byte {
 }
 
 // kill sends sig to the replica; for SIGKILL it also waits for the process to end.
-func (r *replicaProcess) signal(t *testing.T, sig syscall.Signal) {
+func (r *replicaProcess) signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
 	if err := r.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("signal %v to replica %s: %v", sig, r.id, err)
@@ -286,7 +305,7 @@ func (c *cluster) stopAll() {
 
 // waitFor polls check every 100 ms until it returns true or timeout passes. check also returns
 // a description of the state, which the failure message shows.
-func waitFor(t *testing.T, timeout time.Duration, what string, check func() (bool, string)) {
+func waitFor(t testing.TB, timeout time.Duration, what string, check func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

@@ -40,8 +40,15 @@ spec:
 `
 
 // startDevices runs perReplica simulated devices per replica, each trying the replicas' agent
-// ports in a different order, so streams spread over all replicas.
-func startDevices(t *testing.T, c *cluster, perReplica int) []*simulate.Simulator {
+// ports in a different order, so streams spread over all replicas. The devices report their
+// status every second.
+func startDevices(t testing.TB, c *cluster, perReplica int) []*simulate.Simulator {
+	return startDevicesReporting(t, c, perReplica, time.Second)
+}
+
+// startDevicesReporting is startDevices with statusInterval between status reports.
+func startDevicesReporting(t testing.TB, c *cluster, perReplica int,
+	statusInterval time.Duration) []*simulate.Simulator {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var sims []*simulate.Simulator
@@ -50,7 +57,7 @@ func startDevices(t *testing.T, c *cluster, perReplica int) []*simulate.Simulato
 		sim, err := simulate.New(simulate.Options{
 			Count: perReplica, Server: c.agentURLs(i), CACertPEM: c.caPEM(),
 			ApproveURL: c.replicas[0].apiURL, Labels: map[string]string{"fleet": "demo"},
-			NamePrefix: fmt.Sprintf("dev-%d-", i), StatusInterval: time.Second,
+			NamePrefix: fmt.Sprintf("dev-%d-", i), StatusInterval: statusInterval,
 			Timing: agent.Timing{ReconnectMinDelay: 100 * time.Millisecond,
 				ReconnectMaxDelay: time.Second},
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -73,7 +80,7 @@ func startDevices(t *testing.T, c *cluster, perReplica int) []*simulate.Simulato
 }
 
 // applyFleet creates or updates fleet demo through r's API with marker in its template.
-func applyFleet(t *testing.T, r *replicaProcess, marker string) {
+func applyFleet(t testing.TB, r *replicaProcess, marker string) {
 	t.Helper()
 	docs, err := resourcefile.Parse("fleet.yaml", []byte(strings.ReplaceAll(fleetYAML, "MARKER", marker)))
 	if err != nil {
@@ -92,7 +99,7 @@ func applyFleet(t *testing.T, r *replicaProcess, marker string) {
 
 // waitConverged waits until every device of the simulators runs the fleet's latest template,
 // with the rendered version applied and reported up to date, as read through r's API.
-func waitConverged(t *testing.T, r *replicaProcess, sims []*simulate.Simulator, timeout time.Duration) {
+func waitConverged(t testing.TB, r *replicaProcess, sims []*simulate.Simulator, timeout time.Duration) {
 	t.Helper()
 	ctx := context.Background()
 	var names []string
