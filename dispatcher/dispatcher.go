@@ -75,7 +75,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	}
 
 	if cfg.ReplicaID == "" {
-		cfg.ReplicaID = randomID()
+		cfg.ReplicaID = NewReplicaID()
 	}
 	cfg.Workers = orDefault(cfg.Workers, 2*runtime.GOMAXPROCS(0))
 	cfg.LeaseDuration = orDefault(cfg.LeaseDuration, 15*time.Second)
@@ -131,7 +131,8 @@ func orDefault[T int | time.Duration](v, def T) T {
 	return v
 }
 
-func randomID() string {
+// NewReplicaID returns a random replica id, as used when Config.ReplicaID is empty.
+func NewReplicaID() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b) // crypto/rand.Read never returns an error
 	return "replica-" + hex.EncodeToString(b)

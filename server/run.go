@@ -106,14 +106,23 @@ func ListenAndServe(ctx context.Context, opts Options) error {
 	}
 	otel.SetMeterProvider(srv.meterProvider)
 
-	agents, err := agentapi.New(agentapi.Config{Store: st, CA: ca, Logger: log.With("component", "agentapi")})
+	replicaID := opts.ReplicaID
+	if replicaID == "" {
+		replicaID = dispatcher.NewReplicaID()
+	}
+	agentCfg := agentapi.Config{Store: st, CA: ca, Logger: log.With("component", "agentapi")}
+	if opts.PeerListenAddr != "" {
+		// Only replicas that nudge each other read the session registry.
+		agentCfg.SessionReplica = replicaID
+	}
+	agents, err := agentapi.New(agentCfg)
 	if err != nil {
 		return err
 	}
 	apiAddr := orDefault(opts.ListenAddr, DefaultListenAddr)
 	disp, err := dispatcher.New(dispatcher.Config{
 		Store:           st,
-		ReplicaID:       opts.ReplicaID,
+		ReplicaID:       replicaID,
 		Address:         orDefault(opts.AdvertiseAddr, orDefault(opts.PeerListenAddr, apiAddr)),
 		LeaseDuration:   opts.LeaseDuration,
 		ConnectedAgents: agents.Connected,

@@ -109,6 +109,15 @@ type TaskTx interface {
 	Replicas(ctx context.Context) ([]Replica, error)
 	// RemoveReplica deletes a replica's membership row.
 	RemoveReplica(ctx context.Context, id string) error
+
+	// OpenSessions records that replica holds the agent streams of devices since at, in place
+	// of any earlier holder.
+	OpenSessions(ctx context.Context, replica string, devices []string, at time.Time) error
+	// CloseSessions forgets the streams of devices that replica holds; an entry naming another
+	// replica, which took the stream over, stays. A nil devices forgets every stream of replica.
+	CloseSessions(ctx context.Context, replica string, devices []string) error
+	// SessionHolders returns the replica holding the stream of each of devices that has one.
+	SessionHolders(ctx context.Context, devices []string) (map[string]string, error)
 }
 
 // DefaultShardCount is the number of shards a new database gets.

@@ -47,6 +47,10 @@ type Config struct {
 	// AdmitRate rounded up.
 	AdmitRate  float64
 	AdmitBurst int
+	// SessionReplica, when set, is this server's replica id, under which the streams it holds
+	// are written to the store's session registry in batches, every LastSeenFlush. Replicas
+	// that share a database read the registry to tell the right replica to push.
+	SessionReplica string
 }
 
 // Service serves the agent port: AgentService and a DeviceService restricted to the caller's
@@ -61,6 +65,9 @@ type Service struct {
 	admit     *tokenBucket
 	seen      *lastSeen
 	metrics   *metrics
+	// replica is Config.SessionReplica; streams go to the session registry only when it is set.
+	replica string
+	sessLog *sessionLog
 
 	mu       sync.Mutex
 	sessions map[string]*session // by device; guarded by mu
@@ -89,6 +96,8 @@ func New(cfg Config) (*Service, error) {
 		sweep:     orDefault(cfg.SweepInterval, DefaultSweepInterval),
 		flush:     orDefault(cfg.LastSeenFlush, DefaultLastSeenFlush),
 		seen:      newLastSeen(),
+		replica:   cfg.SessionReplica,
+		sessLog:   &sessionLog{pending: map[string]bool{}},
 		sessions:  map[string]*session{},
 	}
 	if s.log == nil {
@@ -134,6 +143,15 @@ func (s *Service) Handler() http.Handler {
 // ends, then flushes once more.
 func (s *Service) Run(ctx context.Context) error {
 	defer s.metrics.close()
+	if s.replica != "" {
+		// Entries left by an earlier process with this id name streams that no longer exist.
+		s.clearSessions(ctx)
+		defer func() {
+			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			s.clearSessions(final)
+		}()
+	}
 	flush := time.NewTicker(s.flush)
 	defer flush.Stop()
 	sweep := time.NewTicker(s.sweep)
@@ -147,6 +165,7 @@ func (s *Service) Run(ctx context.Context) error {
 			return nil
 		case <-flush.C:
 			s.flushLastSeen(ctx)
+			s.flushSessions(ctx)
 		case <-sweep.C:
 			s.sweepSessions(ctx)
 		}

@@ -84,6 +84,9 @@ func (s *Service) register(sess *session) {
 		old.replace()
 	}
 	s.seen.touch(sess.device)
+	if s.replica != "" {
+		s.sessLog.set(sess.device, true)
+	}
 }
 
 // unregister removes sess unless a newer stream already replaced it.
@@ -92,6 +95,9 @@ func (s *Service) unregister(sess *session) {
 	defer s.mu.Unlock()
 	if s.sessions[sess.device] == sess {
 		delete(s.sessions, sess.device)
+		if s.replica != "" {
+			s.sessLog.set(sess.device, false)
+		}
 	}
 }
 

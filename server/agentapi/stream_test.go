@@ -350,3 +350,34 @@ func TestStreamDeletedDeviceClosed(t *testing.T) {
 		t.Errorf("message %q does not say the device may have been deleted", err.Message())
 	}
 }
+
+func TestSessionRegistryFollowsStreams(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.LastSeenFlush = 10 * time.Millisecond
+		c.SessionReplica = "r1"
+	})
+	// A registry entry left by an earlier process under the same id.
+	e.inTx(func(ctx context.Context, tx store.Tx) error {
+		return tx.OpenSessions(ctx, "r1", []string{"stale"}, time.Now())
+	})
+	e.createDevice("d1")
+	holders := func() map[string]string {
+		var got map[string]string
+		e.inTx(func(ctx context.Context, tx store.Tx) error {
+			var err error
+			got, err = tx.SessionHolders(ctx, []string{"d1", "stale"})
+			return err
+		})
+		return got
+	}
+
+	a := e.connect("d1", "")
+	waitFor(t, "the registry to name r1 as d1's holder and forget the stale entry", func() bool {
+		got := holders()
+		return len(got) == 1 && got["d1"] == "r1"
+	})
+	a.close()
+	waitFor(t, "the registry to forget d1's closed stream", func() bool {
+		return len(holders()) == 0
+	})
+}

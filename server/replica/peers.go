@@ -158,7 +158,9 @@ func (p *Peers) Run(ctx context.Context) error {
 	}
 }
 
-// flush sends the queued nudges to every live peer.
+// flush sends the queued nudges. Wake-ups go to every live peer. A device notification goes to
+// the live replica that the session registry names as the holder of the device's stream, or to
+// every live peer when the registry names no live replica other than this one.
 func (p *Peers) flush(ctx context.Context) {
 	p.mu.Lock()
 	devices := slices.Sorted(maps.Keys(p.devices))
@@ -168,19 +170,36 @@ func (p *Peers) flush(ctx context.Context) {
 	if len(devices) == 0 && !wake {
 		return
 	}
-	addrs, err := p.liveAddresses(ctx)
+	peers, holders, err := p.livePeers(ctx, devices)
 	if err != nil {
 		p.log.Warn("list replicas for peer nudges failed", slog.Any("err", err))
 		return
 	}
+	perPeer := map[string][]string{}
+	for _, d := range devices {
+		holder := holders[d]
+		switch {
+		case holder == p.cfg.ReplicaID:
+			// This replica holds the stream and Notify already signalled it.
+		case peers[holder] != "":
+			perPeer[holder] = append(perPeer[holder], d)
+		default:
+			for id := range peers {
+				perPeer[id] = append(perPeer[id], d)
+			}
+		}
+	}
 	var wg sync.WaitGroup
-	for _, addr := range addrs {
+	for id, addr := range peers {
+		if !wake && len(perPeer[id]) == 0 {
+			continue
+		}
 		client, err := p.client(addr)
 		if err != nil {
 			p.log.Warn("connect to peer failed", slog.String("peer", addr), slog.Any("err", err))
 			continue
 		}
-		wg.Go(func() { p.send(ctx, client, addr, devices, wake) })
+		wg.Go(func() { p.send(ctx, client, addr, perPeer[id], wake) })
 	}
 	wg.Wait()
 }
@@ -203,25 +222,33 @@ func (p *Peers) send(ctx context.Context, client peerv1.PeerServiceClient, addr 
 	}
 }
 
-// liveAddresses returns the addresses of the other replicas with a recent heartbeat.
-func (p *Peers) liveAddresses(ctx context.Context) ([]string, error) {
+// livePeers returns the address of each other replica with a recent heartbeat, by id, and the
+// session registry's holder of each of devices, read in one transaction.
+func (p *Peers) livePeers(ctx context.Context, devices []string) (map[string]string, map[string]string, error) {
 	var replicas []store.Replica
+	var holders map[string]string
 	err := p.cfg.Store.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
 		var err error
-		replicas, err = tx.Replicas(ctx)
+		if replicas, err = tx.Replicas(ctx); err != nil {
+			return err
+		}
+		if len(devices) == 0 {
+			return nil
+		}
+		holders, err = tx.SessionHolders(ctx, devices)
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cutoff := time.Now().Add(-p.cfg.LiveAfter)
-	var addrs []string
+	peers := map[string]string{}
 	for _, r := range replicas {
 		if r.ID != p.cfg.ReplicaID && r.Address != "" && r.HeartbeatAt.After(cutoff) {
-			addrs = append(addrs, r.Address)
+			peers[r.ID] = r.Address
 		}
 	}
-	return addrs, nil
+	return peers, holders, nil
 }
 
 // client returns a PeerService client for addr, reusing its connection.

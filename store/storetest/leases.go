@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -248,5 +249,58 @@ func testRendered(t *testing.T, open Opener) {
 	// spec. The same hash as before the deletion is a change, because nothing is stored.
 	if v, changed := put("h2", "img-2"); v != 3 || !changed {
 		t.Errorf("PutRendered after DeleteRendered = %d, %v; want 3, true", v, changed)
+	}
+}
+
+func testSessions(t *testing.T, open Opener) {
+	s := open(t, nil)
+	at := testNow()
+	holders := func(devices ...string) map[string]string {
+		t.Helper()
+		var got map[string]string
+		inTx(t, s, func(ctx context.Context, tx store.Tx) error {
+			var err error
+			got, err = tx.SessionHolders(ctx, devices)
+			return err
+		})
+		return got
+	}
+	inTx(t, s, func(ctx context.Context, tx store.Tx) error {
+		if err := tx.OpenSessions(ctx, "r1", []string{"d1", "d2", "d3"}, at); err != nil {
+			return err
+		}
+		// d2's stream moved to r2.
+		return tx.OpenSessions(ctx, "r2", []string{"d2"}, at.Add(time.Second))
+	})
+	want := map[string]string{"d1": "r1", "d2": "r2", "d3": "r1"}
+	if diff := cmp.Diff(want, holders("d1", "d2", "d3", "unknown")); diff != "" {
+		t.Errorf("SessionHolders after opening (-want +got):\n%s", diff)
+	}
+
+	// r1 closing d2 late must not forget r2's stream.
+	inTx(t, s, func(ctx context.Context, tx store.Tx) error {
+		return tx.CloseSessions(ctx, "r1", []string{"d1", "d2"})
+	})
+	want = map[string]string{"d2": "r2", "d3": "r1"}
+	if diff := cmp.Diff(want, holders("d1", "d2", "d3")); diff != "" {
+		t.Errorf("SessionHolders after r1 closed d1 and d2 (-want +got):\n%s", diff)
+	}
+
+	inTx(t, s, func(ctx context.Context, tx store.Tx) error {
+		return tx.CloseSessions(ctx, "r1", nil)
+	})
+	want = map[string]string{"d2": "r2"}
+	if diff := cmp.Diff(want, holders("d1", "d2", "d3")); diff != "" {
+		t.Errorf("SessionHolders after r1 closed all (-want +got):\n%s", diff)
+	}
+	if got := holders(); len(got) != 0 {
+		t.Errorf("SessionHolders of no devices = %v; want none", got)
+	}
+
+	err := s.InTx(t.Context(), func(ctx context.Context, tx store.Tx) error {
+		return tx.OpenSessions(ctx, "", []string{"d1"}, at)
+	})
+	if !errors.Is(err, store.ErrInvalidArgument) {
+		t.Errorf("OpenSessions with an empty replica id: error = %v; want ErrInvalidArgument", err)
 	}
 }

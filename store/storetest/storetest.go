@@ -59,6 +59,7 @@ func Run(t *testing.T, open func(t *testing.T, hook store.ChangeHook) store.Stor
 		{"LeaseInvalidShard", testLeaseInvalidShard},
 		{"FenceStaleWritesNothing", testFence},
 		{"Replicas", testReplicas},
+		{"SessionRegistry", testSessions},
 		{"ShardCountFixed", testShardCount},
 		{"RenderedVersion", testRendered},
 	}
