@@ -38,6 +38,10 @@ type resource[T store.Object] struct {
 	// beforeUpdate applies kind-specific rules to an update, given the stored object read in
 	// the same transaction; nil when there are none.
 	beforeUpdate func(stored, obj T) error
+	// ownedKinds are the kinds whose objects this kind owns (metadata.owner "Kind/name"). They
+	// are deleted in the transaction that deletes their owner, so a new object of the same name
+	// never inherits them.
+	ownedKinds []string
 }
 
 func (r *resource[T]) get(ctx context.Context, name string) (T, error) {
@@ -285,8 +289,40 @@ func (r *resource[T]) delete(ctx context.Context, name string) error {
 		if _, err := tx.Delete(ctx, r.kind, name); err != nil {
 			return err
 		}
+		if err := r.deleteOwned(ctx, tx, name); err != nil {
+			return err
+		}
 		return r.record(ctx, tx, name, "Deleted", "deleted")
 	})
+}
+
+// deleteOwned deletes the objects of r.ownedKinds that the named object owns.
+func (r *resource[T]) deleteOwned(ctx context.Context, tx store.Tx, name string) error {
+	owner := r.kind + "/" + name
+	for _, kind := range r.ownedKinds {
+		// Deleting changes the page boundaries, so read every name before deleting any.
+		var owned []string
+		opts := store.ListOptions{FieldSelector: "metadata.owner=" + owner}
+		for {
+			page, err := tx.List(ctx, kind, opts)
+			if err != nil {
+				return fmt.Errorf("list %s objects owned by %s: %w", kind, owner, err)
+			}
+			for _, obj := range page.Items {
+				owned = append(owned, store.Meta(obj).GetName())
+			}
+			if page.NextPageToken == "" {
+				break
+			}
+			opts.PageToken = page.NextPageToken
+		}
+		for _, n := range owned {
+			if _, err := tx.Delete(ctx, kind, n); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("delete %s %s owned by %s: %w", kind, n, owner, err)
+			}
+		}
+	}
+	return nil
 }
 
 func (r *resource[T]) deleteAll(ctx context.Context) (int64, error) {
@@ -296,6 +332,13 @@ func (r *resource[T]) deleteAll(ctx context.Context) (int64, error) {
 		n, err = tx.DeleteAll(ctx, r.kind)
 		if err != nil {
 			return err
+		}
+		for _, kind := range r.ownedKinds {
+			// NOTE: this assumes every object of an owned kind has an owner of this kind.
+			if _, err := tx.DeleteAll(ctx, kind); err != nil {
+				return fmt.Errorf("delete the %s objects owned by the deleted %s objects: %w",
+					kind, r.kind, err)
+			}
 		}
 		return events.Record(ctx, tx, events.Entry{
 			Kind:      r.kind,

@@ -507,3 +507,68 @@ func TestApproveWithoutSigner(t *testing.T) {
 		t.Errorf("message %q does not mention the certificate authority", msg)
 	}
 }
+
+// createTemplateVersion writes a template version owned by fleet directly in the store, as the
+// validation task does.
+func createTemplateVersion(t *testing.T, ts *testServer, name, fleet string) {
+	t.Helper()
+	err := ts.store.InTx(context.Background(), func(ctx context.Context, tx store.Tx) error {
+		_, err := tx.Create(ctx, &fleetplanev1.TemplateVersion{
+			Metadata: &fleetplanev1.ObjectMeta{Name: name, Owner: "Fleet/" + fleet},
+			Spec:     &fleetplanev1.TemplateVersionSpec{Fleet: fleet},
+		})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("create template version %s: %v", name, err)
+	}
+}
+
+// templateVersionNames lists the stored template versions.
+func templateVersionNames(t *testing.T, ts *testServer) []string {
+	t.Helper()
+	var names []string
+	err := ts.store.InTx(context.Background(), func(ctx context.Context, tx store.Tx) error {
+		page, err := tx.List(ctx, store.KindTemplateVersion, store.ListOptions{})
+		for _, obj := range page.Items {
+			names = append(names, store.Meta(obj).GetName())
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("list template versions: %v", err)
+	}
+	return names
+}
+
+func TestDeleteFleetDeletesTemplateVersions(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx := context.Background()
+	for _, name := range []string{"f1", "f2"} {
+		f := fleetWithTemplate(&fleetplanev1.DeviceSpec{})
+		f.Metadata.Name = name
+		if _, err := ts.fleets().CreateFleet(ctx, connect.NewRequest(
+			&fleetplanev1.CreateFleetRequest{Fleet: f})); err != nil {
+			t.Fatalf("CreateFleet %s: %v", name, err)
+		}
+	}
+	createTemplateVersion(t, ts, "f1-1", "f1")
+	createTemplateVersion(t, ts, "f1-2", "f1")
+	createTemplateVersion(t, ts, "f2-1", "f2")
+
+	_, err := ts.fleets().DeleteFleet(ctx, connect.NewRequest(&fleetplanev1.DeleteFleetRequest{Name: "f1"}))
+	if err != nil {
+		t.Fatalf("DeleteFleet f1: %v", err)
+	}
+	if got := templateVersionNames(t, ts); len(got) != 1 || got[0] != "f2-1" {
+		t.Errorf("template versions after deleting fleet f1 = %v; want only f2-1", got)
+	}
+
+	_, err = ts.fleets().DeleteFleets(ctx, connect.NewRequest(&fleetplanev1.DeleteFleetsRequest{}))
+	if err != nil {
+		t.Fatalf("DeleteFleets: %v", err)
+	}
+	if got := templateVersionNames(t, ts); len(got) != 0 {
+		t.Errorf("template versions after deleting every fleet = %v; want none", got)
+	}
+}

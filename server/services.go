@@ -50,6 +50,7 @@ func checkDeviceOwner(stored, d *fleetplanev1.Device) error {
 func newFleets(s *Server) *resource[*fleetplanev1.Fleet] {
 	return &resource[*fleetplanev1.Fleet]{
 		s: s, kind: store.KindFleet, field: "fleet",
+		ownedKinds: []string{store.KindTemplateVersion},
 		validate: func(_ context.Context, f *fleetplanev1.Fleet) error {
 			errs := validation.Fleet("fleet", f)
 			for _, err := range s.hooks.ValidateTemplate(f.GetSpec().GetTemplate()) {

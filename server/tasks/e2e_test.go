@@ -175,3 +175,69 @@ func BenchmarkLabelChurn(b *testing.B) {
 		b.ReportMetric(float64(res.stats.Triggers), "triggers")
 	}
 }
+
+func TestDeletedTemplateVersionIsRecreated(t *testing.T) {
+	st := openStore(t)
+	startDispatcher(t, st, Deps{})
+	create(t, st, fleet("f", map[string]string{"site": "s1"}, "one"))
+	create(t, st, device("d1", map[string]string{"site": "s1"}))
+	waitFor(t, st, 10*time.Second, func() string {
+		return fmt.Sprintf("%s%s", contentOf(t, st, "d1", "one"), queueEmpty(context.Background(), st))
+	})
+
+	// An operator deletes the version the fleet runs: validation makes it again and the
+	// device keeps the fleet's template.
+	remove(t, st, store.KindTemplateVersion, "f-1")
+	waitFor(t, st, 10*time.Second, func() string {
+		if _, err := getTemplateVersion(st, "f-1"); err != nil {
+			return "template version f-1: " + err.Error()
+		}
+		return queueEmpty(context.Background(), st)
+	})
+	if got := getDevice(t, st, "d1").GetMetadata().GetAnnotations()[TemplateVersionAnnotation]; got != "f-1" {
+		t.Errorf("d1 template version = %q; want f-1", got)
+	}
+	if msg := contentOf(t, st, "d1", "one"); msg != "" {
+		t.Error(msg)
+	}
+}
+
+func TestRecreatedFleetRendersItsOwnTemplate(t *testing.T) {
+	st := openStore(t)
+	startDispatcher(t, st, Deps{})
+	create(t, st, fleet("f", map[string]string{"site": "s1"}, "old"))
+	create(t, st, device("d1", map[string]string{"site": "s1"}))
+	waitFor(t, st, 10*time.Second, func() string { return contentOf(t, st, "d1", "old") })
+
+	// The fleet API deletes a fleet's template versions together with the fleet.
+	inTx(t, st, func(ctx context.Context, tx store.Tx) error {
+		if _, err := tx.Delete(ctx, store.KindFleet, "f"); err != nil {
+			return err
+		}
+		_, err := tx.Delete(ctx, store.KindTemplateVersion, "f-1")
+		return err
+	})
+	create(t, st, fleet("f", map[string]string{"site": "s1"}, "new"))
+	waitFor(t, st, 10*time.Second, func() string {
+		return fmt.Sprintf("%s%s", contentOf(t, st, "d1", "new"), queueEmpty(context.Background(), st))
+	})
+}
+
+// contentOf returns "" when the device's rendered /etc/app.conf is want, and a description of
+// the difference otherwise.
+func contentOf(t testing.TB, st store.Store, device, want string) string {
+	if got := fileContent(getRendered(t, st, device), "/etc/app.conf"); got != want {
+		return fmt.Sprintf("%s content %q, want %q; ", device, got, want)
+	}
+	return ""
+}
+
+func getTemplateVersion(st store.Store, name string) (store.Object, error) {
+	var obj store.Object
+	err := st.InTx(context.Background(), func(ctx context.Context, tx store.Tx) error {
+		var err error
+		obj, err = tx.Get(ctx, store.KindTemplateVersion, name)
+		return err
+	})
+	return obj, err
+}

@@ -60,14 +60,19 @@ func Triggers(c store.Change) []TaskRef {
 	case store.KindFleet:
 		return fleetTriggers(c)
 	case store.KindTemplateVersion:
-		if c.Type != store.Added {
-			return nil
-		}
 		tv, _ := c.Object.(*fleetplanev1.TemplateVersion)
-		if tv.GetSpec().GetFleet() == "" {
+		fleet := Key(store.KindFleet, tv.GetSpec().GetFleet())
+		switch {
+		case tv.GetSpec().GetFleet() == "":
 			return nil
+		case c.Type == store.Added:
+			return []TaskRef{{TaskFleetRollout, fleet}}
+		case c.Type == store.Deleted:
+			// A fleet that still exists gets a template version again, and its devices the
+			// name of the version they run.
+			return []TaskRef{{TaskFleetValidate, fleet}, {TaskFleetRollout, fleet}}
 		}
-		return []TaskRef{{TaskFleetRollout, Key(store.KindFleet, tv.GetSpec().GetFleet())}}
+		return nil
 	case store.KindRepository:
 		return repositoryTriggers(c)
 	}
