@@ -1,12 +1,19 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
+
+	"connectrpc.com/connect"
+
+	fleetplanev1 "github.com/fleetplane/fleetplane/gen/fleetplane/v1"
 )
 
 func TestServeDebugServesProfilesOnly(t *testing.T) {
@@ -40,5 +47,36 @@ func TestServeDebugServesProfilesOnly(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("serveDebug after cancel: %v", err)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer that a server goroutine writes while a test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestRequestLogShowsMappedCode(t *testing.T) {
+	logs := &lockedBuffer{}
+	ts := startServer(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	_, err := ts.devices().CreateDevice(context.Background(), connect.NewRequest(
+		&fleetplanev1.CreateDeviceRequest{Device: &fleetplanev1.Device{}}))
+	wantCode(t, err, connect.CodeInvalidArgument)
+	if !strings.Contains(logs.String(), "code=invalid_argument") {
+		t.Errorf("request log has no code=invalid_argument line:\n%s", logs.String())
 	}
 }

@@ -572,3 +572,23 @@ func TestDeleteFleetDeletesTemplateVersions(t *testing.T) {
 		t.Errorf("template versions after deleting every fleet = %v; want none", got)
 	}
 }
+
+func TestOwnedDeviceStaleUpdateConflicts(t *testing.T) {
+	ts := startServer(t, nil)
+	createDevice(t, ts, newDevice("owned", nil))
+	setOwner(t, ts, "owned", "Fleet/edge")
+	ctx := context.Background()
+	exported := getDevice(t, ts, "owned")
+
+	relabelled := getDevice(t, ts, "owned")
+	relabelled.Metadata.Labels = map[string]string{"zone": "b"}
+	_, err := ts.devices().UpdateDevice(ctx, connect.NewRequest(&fleetplanev1.UpdateDeviceRequest{Device: relabelled}))
+	if err != nil {
+		t.Fatalf("relabel: %v", err)
+	}
+
+	// The export carries the fleet's spec from before and a resource version that is now old.
+	exported.Spec.Os.Image = "os:other"
+	_, err = ts.devices().UpdateDevice(ctx, connect.NewRequest(&fleetplanev1.UpdateDeviceRequest{Device: exported}))
+	wantCode(t, err, connect.CodeAborted)
+}

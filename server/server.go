@@ -147,8 +147,9 @@ func (s *Server) handlerOptions() ([]connect.HandlerOption, error) {
 		connect.WithReadMaxBytes(MaxRequestBytes),
 		connect.WithCodec(strictJSONCodec{name: "json"}),
 		connect.WithCodec(strictJSONCodec{name: "json; charset=utf-8"}),
-		// The first interceptor is the outermost, so telemetry sees the mapped error code.
-		connect.WithInterceptors(otel, errorInterceptor{s: s}, logInterceptor{log: s.log}),
+		// The first interceptor is the outermost, so telemetry and the request log see the
+		// mapped error code.
+		connect.WithInterceptors(otel, logInterceptor{log: s.log}, errorInterceptor{s: s}),
 		connect.WithRecover(s.recoverPanic),
 	}, nil
 }

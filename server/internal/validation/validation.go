@@ -20,6 +20,11 @@ const ServerPrefix = "fleetplane.dev/"
 // the same as Kubernetes uses.
 const maxAnnotationsSize = 256 * 1024
 
+// maxLabelsSize is the limit on the total size of an object's label keys and values. Labels
+// are matched against every fleet selector, so they are kept small; large data belongs in
+// annotations or the spec.
+const maxLabelsSize = 64 * 1024
+
 // FieldError is one invalid value.
 type FieldError struct {
 	// Field is the JSON path of the value.
@@ -86,9 +91,19 @@ func ObjectMeta(path string, m *fleetplanev1.ObjectMeta) List {
 	return errs
 }
 
-// Labels checks label keys (qualified names) and values against the Kubernetes rules.
+// Labels checks label keys (qualified names) and values against the Kubernetes rules, and
+// their total size.
 func Labels(field string, labels map[string]string) List {
 	var errs List
+	size := 0
+	for k, v := range labels {
+		size += len(k) + len(v)
+	}
+	if size > maxLabelsSize {
+		errs.add(field, "total size %d bytes is over the limit of %d bytes; keep labels for "+
+			"selecting and move other data to annotations", size, maxLabelsSize)
+		return errs
+	}
 	for _, k := range sortedKeys(labels) {
 		for _, msg := range k8svalidation.IsQualifiedName(k) {
 			errs.add(fmt.Sprintf("%s[%s]", field, k), "invalid label key: %s", msg)

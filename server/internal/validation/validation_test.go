@@ -2,6 +2,7 @@ package validation
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -154,5 +155,23 @@ func TestListErrorCapsMessages(t *testing.T) {
 	}
 	if !strings.Contains(msg, "and 3 more errors") {
 		t.Errorf("message %q does not count the rest", msg)
+	}
+}
+
+func TestLabelsTotalSize(t *testing.T) {
+	labels := map[string]string{}
+	for i := range 2000 {
+		labels[fmt.Sprintf("key-%04d", i)] = strings.Repeat("v", 40)
+	}
+	errs := Labels("device.metadata.labels", labels)
+	if len(errs) != 1 {
+		t.Fatalf("Labels of 2,000 labels = %v; want one error", errs)
+	}
+	if msg := errs[0].Error(); !strings.HasPrefix(msg, "device.metadata.labels: ") ||
+		!strings.Contains(msg, "limit of 65536 bytes") {
+		t.Errorf("error = %v; want the labels field and the size limit", errs[0])
+	}
+	if errs := Labels("device.metadata.labels", map[string]string{"site": "berlin"}); len(errs) != 0 {
+		t.Errorf("Labels of one small label = %v; want none", errs)
 	}
 }
