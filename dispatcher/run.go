@@ -123,11 +123,23 @@ func (d *Dispatcher) claimOnce(ctx context.Context) bool {
 		return false
 	}
 	var tasks []store.Task
-	err := d.cfg.Store.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
-		var err error
-		tasks, err = claimFenced(ctx, tx, fences, free)
-		return err
-	})
+	var err error
+	// Each fenced shard found removes one shard and runs the claim again, so this ends.
+	for {
+		var fenced fencedShardError
+		err = d.cfg.Store.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+			var err error
+			tasks, err = claimFenced(ctx, tx, fences, free)
+			return err
+		})
+		if !errors.As(err, &fenced) {
+			break
+		}
+		delete(fences, fenced.shard)
+		if len(fences) == 0 {
+			return false
+		}
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			d.log.Warn("claim tasks failed", "err", err)
@@ -147,25 +159,43 @@ func (d *Dispatcher) claimOnce(ctx context.Context) bool {
 	return len(tasks) == free
 }
 
-// claimFenced checks each shard's lease inside the claim transaction and claims only from the
-// shards still held, so a claim never races with a takeover's ResetRunning.
+// fencedShardError aborts a claim transaction that took a task from a shard whose lease is
+// gone, so that no task of that shard is marked running.
+type fencedShardError struct{ shard int }
+
+func (e fencedShardError) Error() string {
+	return fmt.Sprintf("shard %d: lease lost during the claim", e.shard)
+}
+
+// claimFenced claims tasks from the shards of fences and then checks, in the same transaction,
+// the lease of every shard it took a task from. A lost lease returns fencedShardError, which
+// rolls the claim back, so a claim never races with a takeover's ResetRunning. Checking only
+// the shards of the claimed tasks keeps a claim to a few lease reads.
 func claimFenced(ctx context.Context, tx store.Tx, fences map[int]store.Fence,
 	limit int) ([]store.Task, error) {
 	shards := make([]int, 0, len(fences))
-	for shard, fence := range fences {
-		err := tx.CheckLease(ctx, fence)
-		if errors.Is(err, store.ErrFenced) {
+	for shard := range fences {
+		shards = append(shards, shard)
+	}
+	tasks, err := tx.ClaimTasks(ctx, shards, time.Now(), limit)
+	if err != nil {
+		return nil, err
+	}
+	checked := map[int]bool{}
+	for _, task := range tasks {
+		if checked[task.Shard] {
 			continue
+		}
+		checked[task.Shard] = true
+		err := tx.CheckLease(ctx, fences[task.Shard])
+		if errors.Is(err, store.ErrFenced) {
+			return nil, fencedShardError{shard: task.Shard}
 		}
 		if err != nil {
 			return nil, err
 		}
-		shards = append(shards, shard)
 	}
-	if len(shards) == 0 {
-		return nil, nil
-	}
-	return tx.ClaimTasks(ctx, shards, time.Now(), limit)
+	return tasks, nil
 }
 
 // claimableShards returns the fences of the held shards that are ready and not draining.
