@@ -355,10 +355,14 @@ func TestSessionRegistryFollowsStreams(t *testing.T) {
 	e := newEnv(t, func(c *Config) {
 		c.LastSeenFlush = 10 * time.Millisecond
 		c.SessionReplica = "r1"
-	})
-	// A registry entry left by an earlier process under the same id.
-	e.inTx(func(ctx context.Context, tx store.Tx) error {
-		return tx.OpenSessions(ctx, "r1", []string{"stale"}, time.Now())
+		// A registry entry left by an earlier process under the same id, written before the
+		// service starts.
+		err := c.Store.InTx(context.Background(), func(ctx context.Context, tx store.Tx) error {
+			return tx.OpenSessions(ctx, "r1", []string{"stale"}, time.Now())
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	})
 	e.createDevice("d1")
 	holders := func() map[string]string {
