@@ -70,10 +70,15 @@ func expand(path string) ([]string, error) {
 	return files, nil
 }
 
-// MaxFileBytes is the largest file or standard input that Load reads. It is four times the
-// server's request limit of 4 MiB, because a file may contain many documents, and it keeps an
-// endless source such as /dev/zero from filling the memory.
+// MaxFileBytes is the largest file or standard input that Load reads. It is four times
+// MaxRequestBytes, because a file may contain many documents, and it keeps an endless source
+// such as /dev/zero from filling the memory.
 const MaxFileBytes = 16 << 20
+
+// MaxRequestBytes is the server's limit on one request message, server.MaxRequestBytes. Every
+// object is sent in a request of its own, so Parse rejects an object whose create or update
+// request would be larger.
+const MaxRequestBytes = 4 << 20
 
 func readSource(file string, stdin io.Reader) ([]byte, error) {
 	name := file

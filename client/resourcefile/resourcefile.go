@@ -19,6 +19,7 @@ import (
 
 	"github.com/fleetplane/fleetplane/client"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 )
@@ -27,7 +28,8 @@ import (
 type Document struct {
 	// Source is the file name, or "-" for standard input.
 	Source string
-	// Index is the document's position in the file, from 1.
+	// Index is the document's position in the file, from 1. Documents without content, such
+	// as the empty one before a leading "---", are not counted.
 	Index int
 	// Item is the object's position in a List document, from 1, or 0 outside a List.
 	Item int
@@ -95,8 +97,15 @@ func (e *Error) Error() string {
 func Parse(source string, data []byte) ([]*Document, error) {
 	var docs []*Document
 	var errs []error
-	for i, chunk := range splitDocuments(data) {
-		parsed, err := parseDocument(source, i+1, chunk)
+	index := 0
+	for _, chunk := range splitDocuments(data) {
+		// Documents without content, such as the empty one before a leading "---", get no
+		// number, so that "document 2" is the second object a reader sees in the file.
+		if isBlank(chunk.text) {
+			continue
+		}
+		index++
+		parsed, err := parseDocument(source, index, chunk)
 		docs = append(docs, parsed...)
 		if err != nil {
 			errs = append(errs, err)
@@ -111,57 +120,72 @@ type chunk struct {
 	line int
 }
 
-// splitDocuments splits data at lines that contain only "---" (optionally followed by a comment).
-// Every chunk keeps its starting line so that YAML errors can name file lines.
+// splitDocuments splits data into YAML documents. A document ends before a "---" line and after
+// a "..." line. A "---" line may carry the start of the next document, as in
+// "--- {kind: Device}", so such a line stays in the chunk that follows it. Every chunk keeps its
+// starting line so that YAML errors can name file lines.
 func splitDocuments(data []byte) []chunk {
 	var chunks []chunk
 	start, startLine := 0, 1
 	line := 1
-	for pos := 0; pos <= len(data); {
+	for pos := 0; pos < len(data); {
 		end := bytes.IndexByte(data[pos:], '\n')
 		if end < 0 {
 			end = len(data)
 		} else {
 			end += pos
 		}
-		if isSeparator(data[pos:end]) {
+		next := min(end+1, len(data))
+		text := data[pos:end]
+		if isMarker(text, "---") {
 			chunks = append(chunks, chunk{data[start:pos], startLine})
-			start, startLine = end+1, line+1
+			if hasContentAfterMarker(text) {
+				start, startLine = pos, line
+			} else {
+				start, startLine = next, line+1
+			}
+		} else if isMarker(text, "...") && !hasContentAfterMarker(text) {
+			chunks = append(chunks, chunk{data[start:next], startLine})
+			start, startLine = next, line+1
 		}
-		pos, line = end+1, line+1
+		pos, line = next, line+1
 	}
-	if start < len(data) {
-		chunks = append(chunks, chunk{data[start:], startLine})
-	} else {
-		chunks = append(chunks, chunk{nil, startLine})
-	}
-	return chunks
+	return append(chunks, chunk{data[start:], startLine})
 }
 
-func isSeparator(line []byte) bool {
-	line = bytes.TrimRight(line, " \t\r")
-	if !bytes.HasPrefix(line, []byte("---")) {
+// isMarker reports whether line starts with the document marker ("---" or "...") followed by
+// the end of the line or by white space, as YAML requires.
+func isMarker(line []byte, marker string) bool {
+	line = bytes.TrimRight(line, "\r")
+	if !bytes.HasPrefix(line, []byte(marker)) {
 		return false
 	}
-	rest := bytes.TrimLeft(line[3:], " \t")
-	return len(rest) == 0 || (len(rest) < len(line[3:]) && rest[0] == '#')
+	rest := line[len(marker):]
+	return len(rest) == 0 || rest[0] == ' ' || rest[0] == '\t'
+}
+
+// hasContentAfterMarker reports whether a marker line continues with YAML content rather than
+// nothing or a comment.
+func hasContentAfterMarker(line []byte) bool {
+	rest := bytes.TrimSpace(line[3:])
+	return len(rest) > 0 && rest[0] != '#'
 }
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)
 
-// parseDocument returns the objects of one document: none for a document without content,
-// several for a List.
+// parseDocument returns the objects of one document with content: several for a List.
 func parseDocument(source string, index int, c chunk) ([]*Document, error) {
 	fail := func(field, format string, args ...any) *Error {
 		return &Error{Source: source, Document: index, Field: field,
 			Problem: fmt.Sprintf(format, args...)}
 	}
-	if isBlank(c.text) {
-		return nil, nil
-	}
-
-	jsonData, err := yaml.YAMLToJSON(c.text)
+	// The strict conversion rejects a key that appears twice in one mapping, where the
+	// lenient one would keep the last value and silently drop the others.
+	jsonData, err := yaml.YAMLToJSONStrict(c.text)
 	if err != nil {
+		if e := duplicateKeyError(source, index, c, err); e != nil {
+			return nil, e
+		}
 		return nil, yamlError(source, index, c.line, err)
 	}
 	var raw any
@@ -173,7 +197,7 @@ func parseDocument(source string, index int, c chunk) ([]*Document, error) {
 	top, ok := raw.(map[string]any)
 	if !ok {
 		return nil, fail("", "expected a mapping with apiVersion, kind, metadata and spec, "+
-			"got %s", describe(raw))
+			"got %s", typeName(raw))
 	}
 	if top["kind"] != listKind {
 		doc, err := parseObject(source, index, 0, top)
@@ -200,7 +224,7 @@ func parseList(source string, index, line int, top map[string]any) ([]*Document,
 	items, ok := top["items"].([]any)
 	if !ok && top["items"] != nil {
 		return nil, &Error{Source: source, Document: index, Kind: listKind, Field: "items",
-			Problem: "expected a list, got " + describe(top["items"])}
+			Problem: "expected a list, got " + typeName(top["items"])}
 	}
 	var docs []*Document
 	var errs []error
@@ -209,7 +233,7 @@ func parseList(source string, index, line int, top map[string]any) ([]*Document,
 		if !ok {
 			errs = append(errs, &Error{Source: source, Document: index, Item: i + 1,
 				Problem: "expected a mapping with apiVersion, kind, metadata and spec, got " +
-					describe(item)})
+					typeName(item)})
 			continue
 		}
 		doc, err := parseObject(source, index, i+1, obj)
@@ -255,7 +279,25 @@ func parseObject(source string, index, item int, top map[string]any) (*Document,
 	if fe := checkMetadata(obj); fe != nil {
 		return nil, wrap(fe.path, fe.problem)
 	}
+	if size := requestSize(obj); size > MaxRequestBytes {
+		return nil, wrap("", fmt.Sprintf("the object takes %s in a request, more than the "+
+			"server's limit of %s; move large inline content into a repository and refer to "+
+			"it with gitRef or httpRef", formatMiB(size), formatMiB(MaxRequestBytes)))
+	}
 	return &Document{Source: source, Index: index, Item: item, Kind: kind, Object: obj}, nil
+}
+
+// requestSize returns the size of the create or update request for obj in the protobuf binary
+// encoding that the client sends. Every such request contains the object as field 1 and
+// nothing else.
+func requestSize(obj proto.Message) int {
+	n := proto.Size(obj)
+	return protowire.SizeTag(1) + protowire.SizeBytes(n)
+}
+
+// formatMiB formats a byte count in MiB with two decimals, such as "4.00 MiB".
+func formatMiB(n int) string {
+	return fmt.Sprintf("%.2f MiB", float64(n)/(1<<20))
 }
 
 func isBlank(text []byte) bool {
@@ -293,7 +335,7 @@ func checkHeader(top map[string]any) (*client.Kind, *Error) {
 	kindName, ok := rawKind.(string)
 	if !ok {
 		return nil, &Error{Field: "kind", Problem: fmt.Sprintf(
-			"expected a string, got %s; set it to one of %s", describe(rawKind), known)}
+			"expected a string, got %s; set it to one of %s", typeName(rawKind), known)}
 	}
 	kind := kindByName(kindName)
 	if kind == nil {

@@ -2,6 +2,7 @@ package resourcefile
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -117,8 +118,10 @@ func TestParseSeveralDocuments(t *testing.T) {
 	if diff := cmp.Diff([]string{"device/a", "repository/r"}, got); diff != "" {
 		t.Errorf("documents (-want +got):\n%s", diff)
 	}
-	if docs[1].Index != 4 {
-		t.Errorf("repository index = %d, want 4", docs[1].Index)
+	// The comment before the first "---" and the empty document between the two "---" lines
+	// get no number.
+	if docs[1].Index != 2 {
+		t.Errorf("repository index = %d, want 2", docs[1].Index)
 	}
 }
 
@@ -131,7 +134,7 @@ func TestParseErrors(t *testing.T) {
 		want  []string // substrings of the message
 	}{
 		{"malformed", "---\n" + head + "spec:\n  selector: [a\n", "",
-			[]string{"document 2", "line ", "invalid YAML"}},
+			[]string{"document 1", "line 7", "invalid YAML"}},
 		{"missing kind", "apiVersion: fleetplane.dev/v1\nmetadata: {name: x}\n", "kind",
 			[]string{"missing", "Device, EnrollmentRequest, Fleet, Repository, ResourceSync"}},
 		{"unknown kind", "apiVersion: fleetplane.dev/v1\nkind: Flet\nmetadata: {name: x}\n",
@@ -146,10 +149,10 @@ func TestParseErrors(t *testing.T) {
 		{"wrong type", head + "spec:\n  template:\n    spec:\n      config:\n" +
 			"        - name: a\n          inline:\n            - path: /a\n              mode: rw\n",
 			"spec.template.spec.config[0].inline[0].mode",
-			[]string{`expected an integer, got string "rw"`}},
+			[]string{"expected an integer, got a string"}},
 		{"label number", "apiVersion: fleetplane.dev/v1\nkind: Device\nmetadata:\n  name: d\n" +
 			"  labels:\n    version: 2\n", "metadata.labels.version",
-			[]string{"expected a string, got number 2", "quote"}},
+			[]string{"expected a string, got a number; quote the value"}},
 		{"label value", "apiVersion: fleetplane.dev/v1\nkind: Device\nmetadata:\n  name: d\n" +
 			"  labels:\n    site: two words\n", "metadata.labels.site",
 			[]string{"(Device/d)", `invalid label value "two words"`}},
@@ -296,4 +299,171 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("empty error message")
 		}
 	})
+}
+
+func TestParseDocumentNumbers(t *testing.T) {
+	const device = "apiVersion: fleetplane.dev/v1\nkind: Device\nmetadata:\n  name: BAD%d\n"
+	tests := []struct {
+		name     string
+		data     string
+		document int
+	}{
+		{"leading marker", "---\n" + device, 1},
+		{"comment and marker", "# devices\n---  # first\n" + device, 1},
+		{"empty documents", "---\n---\n...\n---\n" + device, 1},
+		{"second document", "---\n" + strings.Replace(device, "BAD%d", "ok", 1) + "---\n" +
+			device, 2},
+		{"content on the marker line", "apiVersion: fleetplane.dev/v1\nkind: Device\n" +
+			"metadata: {name: ok}\n--- {apiVersion: fleetplane.dev/v1, kind: Device, " +
+			"metadata: {name: BAD%d}}\n", 2},
+		{"end marker", "apiVersion: fleetplane.dev/v1\nkind: Device\nmetadata: {name: ok}\n" +
+			"...\n" + device, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := fmt.Sprintf(tt.data, tt.document)
+			_, err := Parse("f.yaml", []byte(data))
+			var perr *Error
+			if !errors.As(err, &perr) {
+				t.Fatalf("Parse error = %v, want *Error", err)
+			}
+			if perr.Document != tt.document {
+				t.Errorf("Document = %d, want %d (error: %v)", perr.Document, tt.document, err)
+			}
+			if perr.Field != "metadata.name" {
+				t.Errorf("Field = %q, want metadata.name", perr.Field)
+			}
+			if perr.Name != fmt.Sprintf("BAD%d", tt.document) {
+				t.Errorf("Name = %q, want BAD%d", perr.Name, tt.document)
+			}
+			want := fmt.Sprintf("f.yaml: document %d (Device/BAD%d)", tt.document, tt.document)
+			if !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("message %q does not start with %q", err, want)
+			}
+		})
+	}
+}
+
+func TestParseDuplicateKey(t *testing.T) {
+	tests := []struct {
+		name  string
+		data  string
+		field string
+		line  int
+	}{
+		{"block mapping", "---\napiVersion: fleetplane.dev/v1\nkind: Device\nmetadata:\n" +
+			"  name: dup\n  name: dup2\n", "metadata.name", 6},
+		{"flow mapping", "apiVersion: fleetplane.dev/v1\nkind: Device\n" +
+			"metadata: {name: dup, name: dup2}\n", "metadata.name", 3},
+		{"JSON", `{"apiVersion": "fleetplane.dev/v1", "kind": "Device",` + "\n" +
+			`"metadata": {"name": "d", "labels": {"a": "1", "a": "2"}}}`, "metadata.labels.a", 2},
+		{"list item", "apiVersion: fleetplane.dev/v1\nkind: Fleet\nmetadata: {name: f}\n" +
+			"spec:\n  template:\n    spec:\n      config:\n        - name: a\n" +
+			"          name: b\n", "spec.template.spec.config[0].name", 9},
+		{"label key with a dot", "apiVersion: fleetplane.dev/v1\nkind: Device\nmetadata:\n" +
+			"  name: d\n  labels:\n    example.com/site: a\n    example.com/site: b\n",
+			`metadata.labels["example.com/site"]`, 7},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			docs, err := Parse("dup.yaml", []byte(tt.data))
+			if len(docs) != 0 {
+				t.Errorf("Parse returned %d documents, want none", len(docs))
+			}
+			var perr *Error
+			if !errors.As(err, &perr) {
+				t.Fatalf("Parse error = %v, want *Error", err)
+			}
+			if perr.Document != 1 {
+				t.Errorf("Document = %d, want 1", perr.Document)
+			}
+			if perr.Field != tt.field {
+				t.Errorf("Field = %q, want %q", perr.Field, tt.field)
+			}
+			if perr.Line != tt.line {
+				t.Errorf("Line = %d, want %d", perr.Line, tt.line)
+			}
+			if !strings.Contains(err.Error(), "duplicate key") {
+				t.Errorf("message %q does not say duplicate key", err)
+			}
+		})
+	}
+}
+
+func TestParseTypeErrorHidesValue(t *testing.T) {
+	const repository = "apiVersion: fleetplane.dev/v1\nkind: Repository\nmetadata: {name: r}\n" +
+		"spec:\n  type: http\n  url: https://example.com/r\n"
+	tests := []struct {
+		name  string
+		data  string
+		field string
+		want  string
+	}{
+		{"password number", repository + "  httpConfig:\n    password: 991122334455\n",
+			"spec.httpConfig.password", "expected a string, got a number; quote the value"},
+		{"token boolean", repository + "  httpConfig:\n    token: true\n",
+			"spec.httpConfig.token", "expected a string, got a boolean; quote the value"},
+		{"passphrase list", repository + "  sshConfig:\n    privateKeyPassphrase: [991122334455]\n",
+			"spec.sshConfig.privateKeyPassphrase", "expected a string, got a list"},
+		{"image number", "apiVersion: fleetplane.dev/v1\nkind: Device\nmetadata: {name: d}\n" +
+			"spec:\n  os:\n    image: 991122334455\n", "spec.os.image",
+			"expected a string, got a number; quote the value"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("r.yaml", []byte(tt.data))
+			var perr *Error
+			if !errors.As(err, &perr) {
+				t.Fatalf("Parse error = %v, want *Error", err)
+			}
+			if perr.Field != tt.field {
+				t.Errorf("Field = %q, want %q", perr.Field, tt.field)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("message %q does not contain %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "991122334455") || strings.Contains(err.Error(), "true") {
+				t.Errorf("message %q contains the value", err)
+			}
+		})
+	}
+}
+
+func TestParseObjectTooLarge(t *testing.T) {
+	content := strings.Repeat("a", MaxRequestBytes)
+	data := "apiVersion: fleetplane.dev/v1\nkind: Fleet\nmetadata: {name: big}\n---\n" +
+		"apiVersion: fleetplane.dev/v1\nkind: Fleet\nmetadata: {name: big}\nspec:\n" +
+		"  template:\n    spec:\n      config:\n        - name: a\n          inline:\n" +
+		"            - path: /a\n              content: " + content + "\n"
+	docs, err := Parse("big.yaml", []byte(data))
+	if len(docs) != 1 {
+		t.Errorf("Parse returned %d documents, want the small one", len(docs))
+	}
+	var perr *Error
+	if !errors.As(err, &perr) {
+		t.Fatalf("Parse error = %v, want *Error", err)
+	}
+	if perr.Document != 2 {
+		t.Errorf("Document = %d, want 2", perr.Document)
+	}
+	for _, want := range []string{"(Fleet/big)", "server's limit of 4.00 MiB", "repository"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("message %q does not contain %q", err, want)
+		}
+	}
+}
+
+func TestRequestSizeMatchesEncoding(t *testing.T) {
+	docs, err := Parse("fleet.yaml", []byte(fleetYAML))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	fleet := docs[0].Object.(*fleetplanev1.Fleet)
+	encoded, err := proto.Marshal(&fleetplanev1.CreateFleetRequest{Fleet: fleet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := requestSize(fleet); got != len(encoded) {
+		t.Errorf("requestSize = %d, want the encoded request size %d", got, len(encoded))
+	}
 }

@@ -189,23 +189,42 @@ func isNumber(v any) bool {
 	return false
 }
 
+// typeError reports a value of the wrong type. It names the value's type but never the value,
+// because the field may contain a secret such as a repository password.
 func typeError(path, want string, got any) *fieldError {
-	problem := fmt.Sprintf("expected %s, got %s", want, describe(got))
+	problem := fmt.Sprintf("expected %s, got %s", want, typeName(got))
 	if want == "a string" {
-		if _, isNumber := got.(json.Number); isNumber {
-			problem += `; quote the value, as in "1"`
-		} else if _, isBool := got.(bool); isBool {
-			problem += `; quote the value, as in "true"`
+		switch got.(type) {
+		case json.Number, bool:
+			problem += "; quote the value so that YAML reads it as a string"
 		}
 	}
 	return &fieldError{path, problem}
 }
 
-// describe names a decoded JSON value's type, with the value when it is short.
-func describe(v any) string {
-	switch x := v.(type) {
+// typeName names the type of a value decoded from JSON, such as "a number".
+func typeName(v any) string {
+	switch v.(type) {
 	case nil:
 		return "null"
+	case string:
+		return "a string"
+	case json.Number:
+		return "a number"
+	case bool:
+		return "a boolean"
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "a mapping"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// describe names a decoded JSON value's type, with the value when it is short. Only fields that
+// never contain secrets, such as apiVersion, may use it.
+func describe(v any) string {
+	switch x := v.(type) {
 	case string:
 		if len(x) > 40 {
 			x = x[:40] + "..."
@@ -215,12 +234,8 @@ func describe(v any) string {
 		return "number " + x.String()
 	case bool:
 		return fmt.Sprintf("boolean %t", x)
-	case []any:
-		return "a list"
-	case map[string]any:
-		return "a mapping"
 	}
-	return fmt.Sprintf("%T", v)
+	return typeName(v)
 }
 
 // unknownField names the closest field of md, or lists them all.
