@@ -25,9 +25,13 @@ func newApplyCommand(a *app) *cobra.Command {
 		Use:   "apply -f FILE|DIR|-",
 		Short: "Create or update resources from YAML or JSON files",
 		Long: "Create or update the resources in the given files. A directory contributes its\n" +
-			"*.yaml, *.yml and *.json files in name order; - reads standard input. Every\n" +
-			"document is parsed before anything is written, so a file with an error changes\n" +
-			"nothing.",
+			"*.yaml, *.yml and *.json files in name order; - reads standard input.\n\n" +
+			"Every document is parsed and checked before anything is written, so an error\n" +
+			"that apply finds itself, such as invalid YAML, an unknown field or an invalid\n" +
+			"name, changes nothing. The server checks more, such as fleet templates, and can\n" +
+			"reject a document after earlier documents were applied. Apply then goes on with\n" +
+			"the remaining documents and lists which were applied and which failed. Applied\n" +
+			"documents are not rolled back.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(files) == 0 {
@@ -48,28 +52,51 @@ func newApplyCommand(a *app) *cobra.Command {
 	return cmd
 }
 
-// applyAll applies every document in order, continuing past failures, and returns an error
-// naming each document that failed.
+// applyAll applies every document in order, continuing past documents that the server
+// rejects, and returns an error that lists the documents applied and those that failed. It
+// stops at the first error that makes further calls pointless, such as an unreachable server.
 func (a *app) applyAll(ctx context.Context, docs []*resourcefile.Document) error {
 	c := a.client()
-	var failed []string
-	for _, doc := range docs {
+	var applied, failed []string
+	for i, doc := range docs {
 		result, err := a.applyOne(ctx, c, doc)
 		if unreachable(err) {
-			return err
+			if len(applied) == 0 && len(failed) == 0 {
+				return err
+			}
+			var notApplied []string
+			for _, rest := range docs[i:] {
+				notApplied = append(notApplied, rest.String())
+			}
+			return fmt.Errorf("%w\napplied before this error: %s\nfailed: %s\nnot attempted: %s",
+				err, listOrNone(applied), listOrNone(failed), strings.Join(notApplied, ", "))
 		}
 		if err != nil {
 			fmt.Fprintf(a.stderr, "error: %s (%s): %v\n", doc, doc.Location(), err)
-			failed = append(failed, doc.String())
+			failed = append(failed, fmt.Sprintf("%s (%s)", doc, doc.Location()))
 			continue
 		}
+		applied = append(applied, doc.String())
 		fmt.Fprintf(a.stdout, "%s %s\n", doc, result)
 	}
-	if len(failed) > 0 {
-		return fmt.Errorf("%d of %d documents failed: %s", len(failed), len(docs),
+	if len(failed) == 0 {
+		return nil
+	}
+	if len(applied) == 0 {
+		return fmt.Errorf("all %d documents failed, so nothing was applied: %s", len(docs),
 			strings.Join(failed, ", "))
 	}
-	return nil
+	return fmt.Errorf("%d of %d documents failed, so the input was applied only in part\n"+
+		"applied: %s\nfailed: %s\n"+
+		"fix the failed documents and apply again; the applied ones then show as unchanged",
+		len(failed), len(docs), strings.Join(applied, ", "), strings.Join(failed, ", "))
+}
+
+func listOrNone(items []string) string {
+	if len(items) == 0 {
+		return "none"
+	}
+	return strings.Join(items, ", ")
 }
 
 // applyOne creates the document's object, or updates it when it exists, and returns

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/fleetplane/fleetplane/client"
 	"github.com/spf13/cobra"
 )
 
@@ -16,7 +15,7 @@ func newDeleteCommand(a *app) *cobra.Command {
 		Short: "Delete resources by name, or every device, fleet or repository",
 		Args:  kindArgs(0, "fleetplane delete device kiosk-1"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			kind, err := client.ResolveKind(args[0])
+			kind, err := resolveKind(args[0])
 			if err != nil {
 				return err
 			}

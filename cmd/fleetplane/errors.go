@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"syscall"
 
 	"connectrpc.com/connect"
+	"github.com/fleetplane/fleetplane/client/resourcefile"
 )
 
 // apiError rewrites err from a call to the server into a message that states what failed and
@@ -15,15 +17,30 @@ func (a *app) apiError(what string, err error) error {
 	if err == nil {
 		return nil
 	}
+	if urlErr := checkServerURL(a.server); urlErr != nil {
+		return &unreachableError{urlErr.Error()}
+	}
 	if unreachable(err) {
 		return &unreachableError{fmt.Sprintf("cannot reach the Fleetplane server at %s: %s; "+
 			`start it with "fleetplane serve" or set --server`, a.server, networkReason(err))}
+	}
+	var notAPI *notAPIError
+	if errors.As(err, &notAPI) {
+		return &unreachableError{fmt.Sprintf("%s: the server at %s did not respond as a "+
+			"Fleetplane API (%s); check the port and the scheme, http:// or https://, of --server",
+			what, a.server, notAPI)}
 	}
 	var ce *connect.Error
 	if !errors.As(err, &ce) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	switch ce.Code() {
+	case connect.CodeResourceExhausted:
+		if connect.IsWireError(err) && strings.Contains(ce.Message(), "larger than configured max") {
+			return fmt.Errorf("%s: the request is larger than the server's limit of %d MiB; "+
+				"move large inline content into a repository and refer to it with gitRef or "+
+				"httpRef", what, resourcefile.MaxRequestBytes>>20)
+		}
 	case connect.CodeNotFound:
 		return fmt.Errorf("%s: not found", what)
 	case connect.CodeInvalidArgument:

@@ -39,10 +39,11 @@ func newGetCommand(a *app) *cobra.Command {
 		Short: "Show one resource or list resources of a kind",
 		Long: "Show one resource or list resources. KIND is one of device (dev), fleet,\n" +
 			"templateversion (tv), repository (repo), resourcesync (rs), enrollmentrequest\n" +
-			"(er, csr), event (ev), task or replica, singular or plural.",
+			"(er, csr), event (ev), task or replica. Every name and short name also works in\n" +
+			"the plural, such as devices or devs.",
 		Args: kindArgs(2, "fleetplane get devices"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			kind, err := client.ResolveKind(args[0])
+			kind, err := resolveKind(args[0])
 			if err != nil {
 				return err
 			}

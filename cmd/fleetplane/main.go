@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -33,7 +34,10 @@ type app struct {
 	getenv func(string) string
 }
 
-func (a *app) client() *client.Client { return client.New(a.server) }
+func (a *app) client() *client.Client {
+	httpClient := &http.Client{Transport: apiTransport{next: http.DefaultTransport}}
+	return client.New(a.server, client.WithHTTPClient(httpClient))
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
