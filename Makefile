@@ -22,9 +22,10 @@ build: ## Build bin/fleetplane and bin/fleetplane-agent.
 	$(GO) build -o bin/ ./cmd/...
 
 .PHONY: lint
-lint: generate ## gofmt, go vet, buf lint and breaking checks, generated code current, import rules.
+lint: generate ## gofmt, go vet, go.mod tidy, buf lint and breaking checks, generated code current, import rules.
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) mod tidy -diff
 	$(BUF) lint
 	@if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then \
 		$(BUF) breaking --against '.git#ref=HEAD~1'; \
