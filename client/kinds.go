@@ -77,6 +77,9 @@ var kinds = []*Kind{
 		newObject: func() proto.Message { return &fleetplanev1.Task{} }, ops: taskOps},
 	{Name: "Replica", Plural: "replicas",
 		newObject: func() proto.Message { return &fleetplanev1.Replica{} }, ops: replicaOps},
+	{Name: "AgentSession", Plural: "agentsessions", Aliases: []string{"session"},
+		newObject: func() proto.Message { return &fleetplanev1.AgentSession{} },
+		ops:       agentSessionOps},
 }
 
 // Kinds returns every kind, in a fixed order.
@@ -96,7 +99,8 @@ func KindNames(keep func(*Kind) bool) []string {
 	return names
 }
 
-// ResolveKind finds a kind by its name, singular or plural, or an alias, ignoring case.
+// ResolveKind finds a kind by its name, singular or plural, or an alias or its plural (alias
+// followed by "s"), ignoring case.
 func ResolveKind(name string) (*Kind, error) {
 	lower := strings.ToLower(strings.TrimSpace(name))
 	for _, k := range kinds {
@@ -104,7 +108,7 @@ func ResolveKind(name string) (*Kind, error) {
 			return k, nil
 		}
 		for _, alias := range k.Aliases {
-			if lower == alias {
+			if lower == alias || lower == alias+"s" {
 				return k, nil
 			}
 		}

@@ -19,6 +19,8 @@ func TestResolveKindAliases(t *testing.T) {
 		"er": "EnrollmentRequest", "csr": "EnrollmentRequest",
 		"event": "Event", "events": "Event", "ev": "Event",
 		"task": "Task", "tasks": "Task", "replica": "Replica", "replicas": "Replica",
+		"devs": "Device", "repos": "Repository", "tvs": "TemplateVersion", "csrs": "EnrollmentRequest",
+		"agentsession": "AgentSession", "agentsessions": "AgentSession", "sessions": "AgentSession",
 	}
 	for alias, want := range tests {
 		kind, err := ResolveKind(alias)

@@ -229,3 +229,26 @@ var replicaOps = ops{
 		return &Page{Items: items(r.Msg.GetReplicas())}, nil
 	},
 }
+
+var agentSessionOps = ops{
+	list: func(ctx context.Context, c *Client, o ListOptions) (*Page, error) {
+		if o.LabelSelector != "" {
+			return nil, fmt.Errorf("agent sessions have no labels; filter them with a field " +
+				"selector such as replica=r1")
+		}
+		req := &fleetplanev1.ListAgentSessionsRequest{PageSize: o.PageSize, PageToken: o.PageToken}
+		if selector := strings.TrimSpace(o.FieldSelector); selector != "" {
+			key, value, ok := strings.Cut(selector, "=")
+			if !ok || strings.TrimSpace(key) != "replica" || strings.Contains(value, ",") {
+				return nil, fmt.Errorf("invalid agent session field selector %q: use replica=ID",
+					selector)
+			}
+			req.Replica = strings.TrimSpace(value)
+		}
+		r, err := c.Replicas.ListAgentSessions(ctx, connect.NewRequest(req))
+		if err != nil {
+			return nil, err
+		}
+		return &Page{Items: items(r.Msg.GetSessions()), NextPageToken: r.Msg.GetNextPageToken()}, nil
+	},
+}

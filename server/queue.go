@@ -106,3 +106,35 @@ func (h *replicaService) ListReplicas(
 	}
 	return connect.NewResponse(resp), nil
 }
+
+// ListAgentSessions serves ReplicaService.ListAgentSessions from the session registry.
+func (h *replicaService) ListAgentSessions(
+	ctx context.Context,
+	req *connect.Request[fleetplanev1.ListAgentSessionsRequest],
+) (*connect.Response[fleetplanev1.ListAgentSessionsResponse], error) {
+	if req.Msg.GetPageSize() < 0 {
+		return nil, invalidArgument("pageSize", fmt.Sprintf(
+			"%d is negative; use 0 for the default of %d", req.Msg.GetPageSize(),
+			store.DefaultPageSize))
+	}
+	var sessions []store.Session
+	var next string
+	err := h.s.store.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		var err error
+		sessions, next, err = tx.ListSessions(ctx, store.SessionFilter{
+			Replica:   req.Msg.GetReplica(),
+			Limit:     int(req.Msg.GetPageSize()),
+			PageToken: req.Msg.GetPageToken(),
+		})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp := &fleetplanev1.ListAgentSessionsResponse{NextPageToken: next}
+	for _, s := range sessions {
+		resp.Sessions = append(resp.Sessions, &fleetplanev1.AgentSession{
+			Device: s.Device, Replica: s.Replica, OpenTime: timestamppb.New(s.OpenedAt)})
+	}
+	return connect.NewResponse(resp), nil
+}

@@ -113,11 +113,29 @@ type TaskTx interface {
 	// OpenSessions records that replica holds the agent streams of devices since at, in place
 	// of any earlier holder.
 	OpenSessions(ctx context.Context, replica string, devices []string, at time.Time) error
-	// CloseSessions forgets the streams of devices that replica holds; an entry naming another
-	// replica, which took the stream over, stays. A nil devices forgets every stream of replica.
+	// CloseSessions deletes the registry entries of devices that name replica. An entry that
+	// names another replica, which took the stream over, stays. A nil devices deletes every
+	// entry of replica.
 	CloseSessions(ctx context.Context, replica string, devices []string) error
 	// SessionHolders returns the replica holding the stream of each of devices that has one.
 	SessionHolders(ctx context.Context, devices []string) (map[string]string, error)
+	// ListSessions returns one page of the session registry in device name order.
+	ListSessions(ctx context.Context, filter SessionFilter) (sessions []Session, nextPageToken string, err error)
+}
+
+// Session is a session registry entry: the replica that holds a device's agent stream.
+type Session struct {
+	Device   string
+	Replica  string
+	OpenedAt time.Time
+}
+
+// SessionFilter selects and pages the session registry. An empty Replica means every replica;
+// Limit works as in ListOptions.
+type SessionFilter struct {
+	Replica   string
+	Limit     int
+	PageToken string
 }
 
 // DefaultShardCount is the number of shards a new database gets.

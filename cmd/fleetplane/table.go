@@ -133,6 +133,8 @@ func columns(kind *client.Kind) []string {
 		return []string{"KIND", "KEY", "STATE", "ATTEMPTS", "LAST ERROR"}
 	case "Replica":
 		return []string{"ID", "ADDRESS", "SHARDS", "HEARTBEAT"}
+	case "AgentSession":
+		return []string{"DEVICE", "REPLICA", "AGE"}
 	}
 	return []string{"NAME"}
 }
@@ -172,6 +174,8 @@ func row(obj proto.Message, now time.Time) []string {
 	case *fleetplanev1.Replica:
 		return []string{o.GetId(), dash(o.GetAddress()), strconv.Itoa(len(o.GetLeases())),
 			age(o.GetHeartbeatTime(), now)}
+	case *fleetplanev1.AgentSession:
+		return []string{o.GetDevice(), o.GetReplica(), age(o.GetOpenTime(), now)}
 	}
 	return []string{fmt.Sprint(obj)}
 }

@@ -156,3 +156,21 @@ func TestSelectorFormat(t *testing.T) {
 		t.Errorf("selector = %q, want %q", got, want)
 	}
 }
+
+func TestAgentSessionRow(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	s := &fleetplanev1.AgentSession{Device: "kiosk-1", Replica: "r2",
+		OpenTime: timestamppb.New(now.Add(-90 * time.Second))}
+	got := row(s, now)
+	want := []string{"kiosk-1", "r2", "1m"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("row = %q; want %q", got, want)
+	}
+	kind, err := resolveKind("sessions")
+	if err != nil {
+		t.Fatalf("resolveKind(sessions): %v", err)
+	}
+	if got := len(columns(kind)); got != len(want) {
+		t.Errorf("AgentSession has %d columns; want %d", got, len(want))
+	}
+}

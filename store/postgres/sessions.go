@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fleetplane/fleetplane/store"
+	"github.com/fleetplane/fleetplane/store/internal/pagetoken"
 )
 
 // OpenSessions records that replica holds the agent streams of devices since at, in one
@@ -34,8 +35,8 @@ func (t *tx) OpenSessions(ctx context.Context, replica string, devices []string,
 	return nil
 }
 
-// CloseSessions forgets the streams of devices that replica holds, or all of them when devices
-// is nil.
+// CloseSessions deletes the registry entries of devices that name replica, or every entry of
+// replica when devices is nil.
 func (t *tx) CloseSessions(ctx context.Context, replica string, devices []string) error {
 	if checkText("replica id", replica) != nil {
 		return nil // no session names such a replica
@@ -94,4 +95,45 @@ func storableNames(names []string) []string {
 		}
 	}
 	return out
+}
+
+const sessionScope = "sessions"
+
+// ListSessions returns one page of the session registry in device name order.
+func (t *tx) ListSessions(ctx context.Context, filter store.SessionFilter) ([]store.Session, string, error) {
+	after, err := pagetoken.Decode(filter.PageToken, sessionScope, 1)
+	if err != nil {
+		return nil, "", fmt.Errorf("list sessions: %w", err)
+	}
+	if after == nil {
+		after = []string{""}
+	}
+	if err := checkText("page token", after[0]); err != nil {
+		return nil, "", fmt.Errorf("list sessions: %w", err)
+	}
+	if checkText("replica id", filter.Replica) != nil {
+		return nil, "", nil // no session names such a replica
+	}
+	limit := pageSize(filter.Limit)
+	rows, err := t.query(ctx, `SELECT device, replica, opened_at FROM agent_sessions
+		WHERE device > $1 AND ($2 = '' OR replica = $2) ORDER BY device LIMIT $3`,
+		after[0], filter.Replica, limit+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("list sessions: %w", err)
+	}
+	sessions, err := collect(t, rows, func(row pgx.Rows) (store.Session, error) {
+		var s store.Session
+		var opened int64
+		err := row.Scan(&s.Device, &s.Replica, &opened)
+		s.OpenedAt = time.Unix(0, opened)
+		return s, err
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("list sessions: %w", err)
+	}
+	if len(sessions) <= limit {
+		return sessions, "", nil
+	}
+	sessions = sessions[:limit]
+	return sessions, pagetoken.Encode(sessionScope, sessions[limit-1].Device), nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fleetplane/fleetplane/store"
+	"github.com/fleetplane/fleetplane/store/internal/pagetoken"
 )
 
 // OpenSessions records that replica holds the agent streams of devices since at.
@@ -27,8 +28,8 @@ func (t *tx) OpenSessions(ctx context.Context, replica string, devices []string,
 	return nil
 }
 
-// CloseSessions forgets the streams of devices that replica holds, or all of them when devices
-// is nil.
+// CloseSessions deletes the registry entries of devices that name replica, or every entry of
+// replica when devices is nil.
 func (t *tx) CloseSessions(ctx context.Context, replica string, devices []string) error {
 	if devices == nil {
 		if _, err := t.exec(ctx, `DELETE FROM agent_sessions WHERE replica = ?`, replica); err != nil {
@@ -62,4 +63,43 @@ func (t *tx) SessionHolders(ctx context.Context, devices []string) (map[string]s
 		holders[d] = replica
 	}
 	return holders, nil
+}
+
+const sessionScope = "sessions"
+
+// ListSessions returns one page of the session registry in device name order.
+func (t *tx) ListSessions(ctx context.Context, filter store.SessionFilter) ([]store.Session, string, error) {
+	after, err := pagetoken.Decode(filter.PageToken, sessionScope, 1)
+	if err != nil {
+		return nil, "", fmt.Errorf("list sessions: %w", err)
+	}
+	if after == nil {
+		after = []string{""}
+	}
+	limit := pageSize(filter.Limit)
+	rows, err := t.query(ctx, `SELECT device, replica, opened_at FROM agent_sessions
+		WHERE device > ? AND (? = '' OR replica = ?) ORDER BY device LIMIT ?`,
+		after[0], filter.Replica, filter.Replica, limit+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("list sessions: %w", err)
+	}
+	defer rows.Close()
+	var sessions []store.Session
+	for rows.Next() {
+		var s store.Session
+		var opened int64
+		if err := rows.Scan(&s.Device, &s.Replica, &opened); err != nil {
+			return nil, "", fmt.Errorf("list sessions: %w", err)
+		}
+		s.OpenedAt = time.Unix(0, opened)
+		sessions = append(sessions, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("list sessions: %w", err)
+	}
+	if len(sessions) <= limit {
+		return sessions, "", nil
+	}
+	sessions = sessions[:limit]
+	return sessions, pagetoken.Encode(sessionScope, sessions[limit-1].Device), nil
 }

@@ -304,3 +304,52 @@ func testSessions(t *testing.T, open Opener) {
 		t.Errorf("OpenSessions with an empty replica id: error = %v; want ErrInvalidArgument", err)
 	}
 }
+
+func testListSessions(t *testing.T, open Opener) {
+	s := open(t, nil)
+	at := testNow()
+	inTx(t, s, func(ctx context.Context, tx store.Tx) error {
+		if err := tx.OpenSessions(ctx, "r1", []string{"d3", "d1", "d5"}, at); err != nil {
+			return err
+		}
+		return tx.OpenSessions(ctx, "r2", []string{"d2", "d4"}, at)
+	})
+	list := func(filter store.SessionFilter) []string {
+		t.Helper()
+		var got []string
+		for {
+			var page []store.Session
+			var next string
+			inTx(t, s, func(ctx context.Context, tx store.Tx) error {
+				var err error
+				page, next, err = tx.ListSessions(ctx, filter)
+				return err
+			})
+			for _, sess := range page {
+				got = append(got, sess.Device+"@"+sess.Replica)
+				if !sess.OpenedAt.Equal(at) {
+					t.Errorf("session %s opened at %v; want %v", sess.Device, sess.OpenedAt, at)
+				}
+			}
+			if next == "" {
+				return got
+			}
+			filter.PageToken = next
+		}
+	}
+	want := []string{"d1@r1", "d2@r2", "d3@r1", "d4@r2", "d5@r1"}
+	if diff := cmp.Diff(want, list(store.SessionFilter{Limit: 2})); diff != "" {
+		t.Errorf("ListSessions in pages of 2 (-want +got):\n%s", diff)
+	}
+	want = []string{"d2@r2", "d4@r2"}
+	if diff := cmp.Diff(want, list(store.SessionFilter{Replica: "r2"})); diff != "" {
+		t.Errorf("ListSessions of r2 (-want +got):\n%s", diff)
+	}
+	err := s.InTx(t.Context(), func(ctx context.Context, tx store.Tx) error {
+		_, _, err := tx.ListSessions(ctx, store.SessionFilter{PageToken: "not-a-token"})
+		return err
+	})
+	if !errors.Is(err, store.ErrInvalidArgument) {
+		t.Errorf("ListSessions with a bad page token: error = %v; want ErrInvalidArgument", err)
+	}
+}

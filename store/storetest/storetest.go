@@ -60,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T, hook store.ChangeHook) store.Stor
 		{"FenceStaleWritesNothing", testFence},
 		{"Replicas", testReplicas},
 		{"SessionRegistry", testSessions},
+		{"SessionRegistryList", testListSessions},
 		{"ShardCountFixed", testShardCount},
 		{"RenderedVersion", testRendered},
 	}

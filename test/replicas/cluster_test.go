@@ -211,6 +211,26 @@ func (c *cluster) waitSettled(t testing.TB) map[int]string {
 	return got
 }
 
+// sessionsPerReplica counts the session registry's streams of each replica, as read through
+// r's API in pages of five.
+func (c *cluster) sessionsPerReplica(r *replicaProcess) map[string]int {
+	counts := map[string]int{}
+	req := &fleetplanev1.ListAgentSessionsRequest{PageSize: 5}
+	for {
+		resp, err := r.api.Replicas.ListAgentSessions(context.Background(), connect.NewRequest(req))
+		if err != nil {
+			return nil
+		}
+		for _, s := range resp.Msg.GetSessions() {
+			counts[s.GetReplica()]++
+		}
+		if resp.Msg.GetNextPageToken() == "" {
+			return counts
+		}
+		req.PageToken = resp.Msg.GetNextPageToken()
+	}
+}
+
 // connectedAgents returns the connected_agents figure of each replica's membership row.
 func (c *cluster) connectedAgents(r *replicaProcess) map[string]int64 {
 	resp, err := r.api.Replicas.ListReplicas(context.Background(),

@@ -164,6 +164,22 @@ func TestReplicasConverge(t *testing.T) {
 			}
 			return total == 12, fmt.Sprint(counts)
 		})
+	// The session registry names the replica of every stream, in line with the heartbeats.
+	waitFor(t, leaseDuration+5*time.Second, "the session registry to match connected_agents",
+		func() (bool, string) {
+			registry := c.sessionsPerReplica(c.replicas[1])
+			counts := c.connectedAgents(c.replicas[0])
+			total := 0
+			for _, n := range registry {
+				total += n
+			}
+			for id, n := range counts {
+				if int64(registry[id]) != n {
+					return false, fmt.Sprintf("registry %v, heartbeats %v", registry, counts)
+				}
+			}
+			return total == 12, fmt.Sprintf("registry %v, heartbeats %v", registry, counts)
+		})
 	if _, ok := c.replicas[0].metric(t, "fleetplane_shard_lease_changes_total"); !ok {
 		t.Error("metrics of r1 have no fleetplane_shard_lease_changes_total")
 	}

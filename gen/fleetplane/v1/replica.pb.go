@@ -169,6 +169,69 @@ func (x *ShardLease) GetExpireTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// AgentSession is an entry of the session registry: the replica that holds a device's agent
+// stream. Each replica writes its entries in batches, so a stream opened or closed in the last
+// second may not show yet.
+type AgentSession struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Device        string                 `protobuf:"bytes,1,opt,name=device,proto3" json:"device,omitempty"`
+	Replica       string                 `protobuf:"bytes,2,opt,name=replica,proto3" json:"replica,omitempty"`
+	OpenTime      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=open_time,json=openTime,proto3" json:"open_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentSession) Reset() {
+	*x = AgentSession{}
+	mi := &file_fleetplane_v1_replica_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentSession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentSession) ProtoMessage() {}
+
+func (x *AgentSession) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetplane_v1_replica_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentSession.ProtoReflect.Descriptor instead.
+func (*AgentSession) Descriptor() ([]byte, []int) {
+	return file_fleetplane_v1_replica_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AgentSession) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *AgentSession) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *AgentSession) GetOpenTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OpenTime
+	}
+	return nil
+}
+
 type ListReplicasRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -177,7 +240,7 @@ type ListReplicasRequest struct {
 
 func (x *ListReplicasRequest) Reset() {
 	*x = ListReplicasRequest{}
-	mi := &file_fleetplane_v1_replica_proto_msgTypes[2]
+	mi := &file_fleetplane_v1_replica_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -189,7 +252,7 @@ func (x *ListReplicasRequest) String() string {
 func (*ListReplicasRequest) ProtoMessage() {}
 
 func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetplane_v1_replica_proto_msgTypes[2]
+	mi := &file_fleetplane_v1_replica_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -202,7 +265,7 @@ func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ListReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_fleetplane_v1_replica_proto_rawDescGZIP(), []int{2}
+	return file_fleetplane_v1_replica_proto_rawDescGZIP(), []int{3}
 }
 
 type ListReplicasResponse struct {
@@ -215,7 +278,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_fleetplane_v1_replica_proto_msgTypes[3]
+	mi := &file_fleetplane_v1_replica_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -227,7 +290,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleetplane_v1_replica_proto_msgTypes[3]
+	mi := &file_fleetplane_v1_replica_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -240,7 +303,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_fleetplane_v1_replica_proto_rawDescGZIP(), []int{3}
+	return file_fleetplane_v1_replica_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -255,6 +318,119 @@ func (x *ListReplicasResponse) GetShardCount() int32 {
 		return x.ShardCount
 	}
 	return 0
+}
+
+type ListAgentSessionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Replica, when set, keeps only the streams that replica holds.
+	Replica       string `protobuf:"bytes,1,opt,name=replica,proto3" json:"replica,omitempty"`
+	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentSessionsRequest) Reset() {
+	*x = ListAgentSessionsRequest{}
+	mi := &file_fleetplane_v1_replica_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentSessionsRequest) ProtoMessage() {}
+
+func (x *ListAgentSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetplane_v1_replica_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentSessionsRequest.ProtoReflect.Descriptor instead.
+func (*ListAgentSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_fleetplane_v1_replica_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListAgentSessionsRequest) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
+func (x *ListAgentSessionsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAgentSessionsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListAgentSessionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sessions      []*AgentSession        `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAgentSessionsResponse) Reset() {
+	*x = ListAgentSessionsResponse{}
+	mi := &file_fleetplane_v1_replica_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAgentSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAgentSessionsResponse) ProtoMessage() {}
+
+func (x *ListAgentSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleetplane_v1_replica_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAgentSessionsResponse.ProtoReflect.Descriptor instead.
+func (*ListAgentSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_fleetplane_v1_replica_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListAgentSessionsResponse) GetSessions() []*AgentSession {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+func (x *ListAgentSessionsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 var File_fleetplane_v1_replica_proto protoreflect.FileDescriptor
@@ -274,14 +450,27 @@ const file_fleetplane_v1_replica_proto_rawDesc = "" +
 	"\x05shard\x18\x01 \x01(\x05R\x05shard\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12;\n" +
 	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"\x15\n" +
+	"expireTime\"y\n" +
+	"\fAgentSession\x12\x16\n" +
+	"\x06device\x18\x01 \x01(\tR\x06device\x12\x18\n" +
+	"\areplica\x18\x02 \x01(\tR\areplica\x127\n" +
+	"\topen_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bopenTime\"\x15\n" +
 	"\x13ListReplicasRequest\"k\n" +
 	"\x14ListReplicasResponse\x122\n" +
 	"\breplicas\x18\x01 \x03(\v2\x16.fleetplane.v1.ReplicaR\breplicas\x12\x1f\n" +
 	"\vshard_count\x18\x02 \x01(\x05R\n" +
-	"shardCount2i\n" +
+	"shardCount\"p\n" +
+	"\x18ListAgentSessionsRequest\x12\x18\n" +
+	"\areplica\x18\x01 \x01(\tR\areplica\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"|\n" +
+	"\x19ListAgentSessionsResponse\x127\n" +
+	"\bsessions\x18\x01 \x03(\v2\x1b.fleetplane.v1.AgentSessionR\bsessions\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xd1\x01\n" +
 	"\x0eReplicaService\x12W\n" +
-	"\fListReplicas\x12\".fleetplane.v1.ListReplicasRequest\x1a#.fleetplane.v1.ListReplicasResponseBAZ?github.com/fleetplane/fleetplane/gen/fleetplane/v1;fleetplanev1b\x06proto3"
+	"\fListReplicas\x12\".fleetplane.v1.ListReplicasRequest\x1a#.fleetplane.v1.ListReplicasResponse\x12f\n" +
+	"\x11ListAgentSessions\x12'.fleetplane.v1.ListAgentSessionsRequest\x1a(.fleetplane.v1.ListAgentSessionsResponseBAZ?github.com/fleetplane/fleetplane/gen/fleetplane/v1;fleetplanev1b\x06proto3"
 
 var (
 	file_fleetplane_v1_replica_proto_rawDescOnce sync.Once
@@ -295,27 +484,34 @@ func file_fleetplane_v1_replica_proto_rawDescGZIP() []byte {
 	return file_fleetplane_v1_replica_proto_rawDescData
 }
 
-var file_fleetplane_v1_replica_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_fleetplane_v1_replica_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_fleetplane_v1_replica_proto_goTypes = []any{
-	(*Replica)(nil),               // 0: fleetplane.v1.Replica
-	(*ShardLease)(nil),            // 1: fleetplane.v1.ShardLease
-	(*ListReplicasRequest)(nil),   // 2: fleetplane.v1.ListReplicasRequest
-	(*ListReplicasResponse)(nil),  // 3: fleetplane.v1.ListReplicasResponse
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*Replica)(nil),                   // 0: fleetplane.v1.Replica
+	(*ShardLease)(nil),                // 1: fleetplane.v1.ShardLease
+	(*AgentSession)(nil),              // 2: fleetplane.v1.AgentSession
+	(*ListReplicasRequest)(nil),       // 3: fleetplane.v1.ListReplicasRequest
+	(*ListReplicasResponse)(nil),      // 4: fleetplane.v1.ListReplicasResponse
+	(*ListAgentSessionsRequest)(nil),  // 5: fleetplane.v1.ListAgentSessionsRequest
+	(*ListAgentSessionsResponse)(nil), // 6: fleetplane.v1.ListAgentSessionsResponse
+	(*timestamppb.Timestamp)(nil),     // 7: google.protobuf.Timestamp
 }
 var file_fleetplane_v1_replica_proto_depIdxs = []int32{
-	4, // 0: fleetplane.v1.Replica.heartbeat_time:type_name -> google.protobuf.Timestamp
-	4, // 1: fleetplane.v1.Replica.started_time:type_name -> google.protobuf.Timestamp
+	7, // 0: fleetplane.v1.Replica.heartbeat_time:type_name -> google.protobuf.Timestamp
+	7, // 1: fleetplane.v1.Replica.started_time:type_name -> google.protobuf.Timestamp
 	1, // 2: fleetplane.v1.Replica.leases:type_name -> fleetplane.v1.ShardLease
-	4, // 3: fleetplane.v1.ShardLease.expire_time:type_name -> google.protobuf.Timestamp
-	0, // 4: fleetplane.v1.ListReplicasResponse.replicas:type_name -> fleetplane.v1.Replica
-	2, // 5: fleetplane.v1.ReplicaService.ListReplicas:input_type -> fleetplane.v1.ListReplicasRequest
-	3, // 6: fleetplane.v1.ReplicaService.ListReplicas:output_type -> fleetplane.v1.ListReplicasResponse
-	6, // [6:7] is the sub-list for method output_type
-	5, // [5:6] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	7, // 3: fleetplane.v1.ShardLease.expire_time:type_name -> google.protobuf.Timestamp
+	7, // 4: fleetplane.v1.AgentSession.open_time:type_name -> google.protobuf.Timestamp
+	0, // 5: fleetplane.v1.ListReplicasResponse.replicas:type_name -> fleetplane.v1.Replica
+	2, // 6: fleetplane.v1.ListAgentSessionsResponse.sessions:type_name -> fleetplane.v1.AgentSession
+	3, // 7: fleetplane.v1.ReplicaService.ListReplicas:input_type -> fleetplane.v1.ListReplicasRequest
+	5, // 8: fleetplane.v1.ReplicaService.ListAgentSessions:input_type -> fleetplane.v1.ListAgentSessionsRequest
+	4, // 9: fleetplane.v1.ReplicaService.ListReplicas:output_type -> fleetplane.v1.ListReplicasResponse
+	6, // 10: fleetplane.v1.ReplicaService.ListAgentSessions:output_type -> fleetplane.v1.ListAgentSessionsResponse
+	9, // [9:11] is the sub-list for method output_type
+	7, // [7:9] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_fleetplane_v1_replica_proto_init() }
@@ -329,7 +525,7 @@ func file_fleetplane_v1_replica_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleetplane_v1_replica_proto_rawDesc), len(file_fleetplane_v1_replica_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

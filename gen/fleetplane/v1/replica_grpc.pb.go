@@ -19,16 +19,20 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ReplicaService_ListReplicas_FullMethodName = "/fleetplane.v1.ReplicaService/ListReplicas"
+	ReplicaService_ListReplicas_FullMethodName      = "/fleetplane.v1.ReplicaService/ListReplicas"
+	ReplicaService_ListAgentSessions_FullMethodName = "/fleetplane.v1.ReplicaService/ListAgentSessions"
 )
 
 // ReplicaServiceClient is the client API for ReplicaService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// ReplicaService shows the server replicas and the shards they own.
+// ReplicaService shows the server replicas, the shards they own and the agent streams they hold.
 type ReplicaServiceClient interface {
 	ListReplicas(ctx context.Context, in *ListReplicasRequest, opts ...grpc.CallOption) (*ListReplicasResponse, error)
+	// ListAgentSessions lists the session registry in device name order. It has entries only
+	// when the replicas run the peer service.
+	ListAgentSessions(ctx context.Context, in *ListAgentSessionsRequest, opts ...grpc.CallOption) (*ListAgentSessionsResponse, error)
 }
 
 type replicaServiceClient struct {
@@ -49,13 +53,26 @@ func (c *replicaServiceClient) ListReplicas(ctx context.Context, in *ListReplica
 	return out, nil
 }
 
+func (c *replicaServiceClient) ListAgentSessions(ctx context.Context, in *ListAgentSessionsRequest, opts ...grpc.CallOption) (*ListAgentSessionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAgentSessionsResponse)
+	err := c.cc.Invoke(ctx, ReplicaService_ListAgentSessions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ReplicaServiceServer is the server API for ReplicaService service.
 // All implementations must embed UnimplementedReplicaServiceServer
 // for forward compatibility.
 //
-// ReplicaService shows the server replicas and the shards they own.
+// ReplicaService shows the server replicas, the shards they own and the agent streams they hold.
 type ReplicaServiceServer interface {
 	ListReplicas(context.Context, *ListReplicasRequest) (*ListReplicasResponse, error)
+	// ListAgentSessions lists the session registry in device name order. It has entries only
+	// when the replicas run the peer service.
+	ListAgentSessions(context.Context, *ListAgentSessionsRequest) (*ListAgentSessionsResponse, error)
 	mustEmbedUnimplementedReplicaServiceServer()
 }
 
@@ -68,6 +85,9 @@ type UnimplementedReplicaServiceServer struct{}
 
 func (UnimplementedReplicaServiceServer) ListReplicas(context.Context, *ListReplicasRequest) (*ListReplicasResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListReplicas not implemented")
+}
+func (UnimplementedReplicaServiceServer) ListAgentSessions(context.Context, *ListAgentSessionsRequest) (*ListAgentSessionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAgentSessions not implemented")
 }
 func (UnimplementedReplicaServiceServer) mustEmbedUnimplementedReplicaServiceServer() {}
 func (UnimplementedReplicaServiceServer) testEmbeddedByValue()                        {}
@@ -108,6 +128,24 @@ func _ReplicaService_ListReplicas_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ReplicaService_ListAgentSessions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAgentSessionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicaServiceServer).ListAgentSessions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReplicaService_ListAgentSessions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicaServiceServer).ListAgentSessions(ctx, req.(*ListAgentSessionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ReplicaService_ServiceDesc is the grpc.ServiceDesc for ReplicaService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -118,6 +156,10 @@ var ReplicaService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListReplicas",
 			Handler:    _ReplicaService_ListReplicas_Handler,
+		},
+		{
+			MethodName: "ListAgentSessions",
+			Handler:    _ReplicaService_ListAgentSessions_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file fleetplane/v1/replica.proto.
  */
 export const file_fleetplane_v1_replica: GenFile = /*@__PURE__*/
-  fileDesc("ChtmbGVldHBsYW5lL3YxL3JlcGxpY2EucHJvdG8SDWZsZWV0cGxhbmUudjEi0QEKB1JlcGxpY2ESCgoCaWQYASABKAkSDwoHYWRkcmVzcxgCIAEoCRIyCg5oZWFydGJlYXRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMc3RhcnRlZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZsZWFzZXMYBSADKAsyGS5mbGVldHBsYW5lLnYxLlNoYXJkTGVhc2USGAoQY29ubmVjdGVkX2FnZW50cxgGIAEoAyJbCgpTaGFyZExlYXNlEg0KBXNoYXJkGAEgASgFEg0KBWVwb2NoGAIgASgDEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIVChNMaXN0UmVwbGljYXNSZXF1ZXN0IlUKFExpc3RSZXBsaWNhc1Jlc3BvbnNlEigKCHJlcGxpY2FzGAEgAygLMhYuZmxlZXRwbGFuZS52MS5SZXBsaWNhEhMKC3NoYXJkX2NvdW50GAIgASgFMmkKDlJlcGxpY2FTZXJ2aWNlElcKDExpc3RSZXBsaWNhcxIiLmZsZWV0cGxhbmUudjEuTGlzdFJlcGxpY2FzUmVxdWVzdBojLmZsZWV0cGxhbmUudjEuTGlzdFJlcGxpY2FzUmVzcG9uc2VCQVo/Z2l0aHViLmNvbS9mbGVldHBsYW5lL2ZsZWV0cGxhbmUvZ2VuL2ZsZWV0cGxhbmUvdjE7ZmxlZXRwbGFuZXYxYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChtmbGVldHBsYW5lL3YxL3JlcGxpY2EucHJvdG8SDWZsZWV0cGxhbmUudjEi0QEKB1JlcGxpY2ESCgoCaWQYASABKAkSDwoHYWRkcmVzcxgCIAEoCRIyCg5oZWFydGJlYXRfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMc3RhcnRlZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZsZWFzZXMYBSADKAsyGS5mbGVldHBsYW5lLnYxLlNoYXJkTGVhc2USGAoQY29ubmVjdGVkX2FnZW50cxgGIAEoAyJbCgpTaGFyZExlYXNlEg0KBXNoYXJkGAEgASgFEg0KBWVwb2NoGAIgASgDEi8KC2V4cGlyZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJeCgxBZ2VudFNlc3Npb24SDgoGZGV2aWNlGAEgASgJEg8KB3JlcGxpY2EYAiABKAkSLQoJb3Blbl90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIVChNMaXN0UmVwbGljYXNSZXF1ZXN0IlUKFExpc3RSZXBsaWNhc1Jlc3BvbnNlEigKCHJlcGxpY2FzGAEgAygLMhYuZmxlZXRwbGFuZS52MS5SZXBsaWNhEhMKC3NoYXJkX2NvdW50GAIgASgFIlIKGExpc3RBZ2VudFNlc3Npb25zUmVxdWVzdBIPCgdyZXBsaWNhGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJImMKGUxpc3RBZ2VudFNlc3Npb25zUmVzcG9uc2USLQoIc2Vzc2lvbnMYASADKAsyGy5mbGVldHBsYW5lLnYxLkFnZW50U2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAky0QEKDlJlcGxpY2FTZXJ2aWNlElcKDExpc3RSZXBsaWNhcxIiLmZsZWV0cGxhbmUudjEuTGlzdFJlcGxpY2FzUmVxdWVzdBojLmZsZWV0cGxhbmUudjEuTGlzdFJlcGxpY2FzUmVzcG9uc2USZgoRTGlzdEFnZW50U2Vzc2lvbnMSJy5mbGVldHBsYW5lLnYxLkxpc3RBZ2VudFNlc3Npb25zUmVxdWVzdBooLmZsZWV0cGxhbmUudjEuTGlzdEFnZW50U2Vzc2lvbnNSZXNwb25zZUJBWj9naXRodWIuY29tL2ZsZWV0cGxhbmUvZmxlZXRwbGFuZS9nZW4vZmxlZXRwbGFuZS92MTtmbGVldHBsYW5ldjFiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * Replica is one server process sharing the database.
@@ -90,6 +90,37 @@ export const ShardLeaseSchema: GenMessage<ShardLease> = /*@__PURE__*/
   messageDesc(file_fleetplane_v1_replica, 1);
 
 /**
+ * AgentSession is an entry of the session registry: the replica that holds a device's agent
+ * stream. Each replica writes its entries in batches, so a stream opened or closed in the last
+ * second may not show yet.
+ *
+ * @generated from message fleetplane.v1.AgentSession
+ */
+export type AgentSession = Message<"fleetplane.v1.AgentSession"> & {
+  /**
+   * @generated from field: string device = 1;
+   */
+  device: string;
+
+  /**
+   * @generated from field: string replica = 2;
+   */
+  replica: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp open_time = 3;
+   */
+  openTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message fleetplane.v1.AgentSession.
+ * Use `create(AgentSessionSchema)` to create a new message.
+ */
+export const AgentSessionSchema: GenMessage<AgentSession> = /*@__PURE__*/
+  messageDesc(file_fleetplane_v1_replica, 2);
+
+/**
  * @generated from message fleetplane.v1.ListReplicasRequest
  */
 export type ListReplicasRequest = Message<"fleetplane.v1.ListReplicasRequest"> & {
@@ -100,7 +131,7 @@ export type ListReplicasRequest = Message<"fleetplane.v1.ListReplicasRequest"> &
  * Use `create(ListReplicasRequestSchema)` to create a new message.
  */
 export const ListReplicasRequestSchema: GenMessage<ListReplicasRequest> = /*@__PURE__*/
-  messageDesc(file_fleetplane_v1_replica, 2);
+  messageDesc(file_fleetplane_v1_replica, 3);
 
 /**
  * @generated from message fleetplane.v1.ListReplicasResponse
@@ -122,10 +153,61 @@ export type ListReplicasResponse = Message<"fleetplane.v1.ListReplicasResponse">
  * Use `create(ListReplicasResponseSchema)` to create a new message.
  */
 export const ListReplicasResponseSchema: GenMessage<ListReplicasResponse> = /*@__PURE__*/
-  messageDesc(file_fleetplane_v1_replica, 3);
+  messageDesc(file_fleetplane_v1_replica, 4);
 
 /**
- * ReplicaService shows the server replicas and the shards they own.
+ * @generated from message fleetplane.v1.ListAgentSessionsRequest
+ */
+export type ListAgentSessionsRequest = Message<"fleetplane.v1.ListAgentSessionsRequest"> & {
+  /**
+   * Replica, when set, keeps only the streams that replica holds.
+   *
+   * @generated from field: string replica = 1;
+   */
+  replica: string;
+
+  /**
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message fleetplane.v1.ListAgentSessionsRequest.
+ * Use `create(ListAgentSessionsRequestSchema)` to create a new message.
+ */
+export const ListAgentSessionsRequestSchema: GenMessage<ListAgentSessionsRequest> = /*@__PURE__*/
+  messageDesc(file_fleetplane_v1_replica, 5);
+
+/**
+ * @generated from message fleetplane.v1.ListAgentSessionsResponse
+ */
+export type ListAgentSessionsResponse = Message<"fleetplane.v1.ListAgentSessionsResponse"> & {
+  /**
+   * @generated from field: repeated fleetplane.v1.AgentSession sessions = 1;
+   */
+  sessions: AgentSession[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message fleetplane.v1.ListAgentSessionsResponse.
+ * Use `create(ListAgentSessionsResponseSchema)` to create a new message.
+ */
+export const ListAgentSessionsResponseSchema: GenMessage<ListAgentSessionsResponse> = /*@__PURE__*/
+  messageDesc(file_fleetplane_v1_replica, 6);
+
+/**
+ * ReplicaService shows the server replicas, the shards they own and the agent streams they hold.
  *
  * @generated from service fleetplane.v1.ReplicaService
  */
@@ -137,6 +219,17 @@ export const ReplicaService: GenService<{
     methodKind: "unary";
     input: typeof ListReplicasRequestSchema;
     output: typeof ListReplicasResponseSchema;
+  },
+  /**
+   * ListAgentSessions lists the session registry in device name order. It has entries only
+   * when the replicas run the peer service.
+   *
+   * @generated from rpc fleetplane.v1.ReplicaService.ListAgentSessions
+   */
+  listAgentSessions: {
+    methodKind: "unary";
+    input: typeof ListAgentSessionsRequestSchema;
+    output: typeof ListAgentSessionsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_fleetplane_v1_replica, 0);

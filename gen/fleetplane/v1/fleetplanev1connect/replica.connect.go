@@ -36,11 +36,17 @@ const (
 	// ReplicaServiceListReplicasProcedure is the fully-qualified name of the ReplicaService's
 	// ListReplicas RPC.
 	ReplicaServiceListReplicasProcedure = "/fleetplane.v1.ReplicaService/ListReplicas"
+	// ReplicaServiceListAgentSessionsProcedure is the fully-qualified name of the ReplicaService's
+	// ListAgentSessions RPC.
+	ReplicaServiceListAgentSessionsProcedure = "/fleetplane.v1.ReplicaService/ListAgentSessions"
 )
 
 // ReplicaServiceClient is a client for the fleetplane.v1.ReplicaService service.
 type ReplicaServiceClient interface {
 	ListReplicas(context.Context, *connect.Request[v1.ListReplicasRequest]) (*connect.Response[v1.ListReplicasResponse], error)
+	// ListAgentSessions lists the session registry in device name order. It has entries only
+	// when the replicas run the peer service.
+	ListAgentSessions(context.Context, *connect.Request[v1.ListAgentSessionsRequest]) (*connect.Response[v1.ListAgentSessionsResponse], error)
 }
 
 // NewReplicaServiceClient constructs a client for the fleetplane.v1.ReplicaService service. By
@@ -60,12 +66,19 @@ func NewReplicaServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(replicaServiceMethods.ByName("ListReplicas")),
 			connect.WithClientOptions(opts...),
 		),
+		listAgentSessions: connect.NewClient[v1.ListAgentSessionsRequest, v1.ListAgentSessionsResponse](
+			httpClient,
+			baseURL+ReplicaServiceListAgentSessionsProcedure,
+			connect.WithSchema(replicaServiceMethods.ByName("ListAgentSessions")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // replicaServiceClient implements ReplicaServiceClient.
 type replicaServiceClient struct {
-	listReplicas *connect.Client[v1.ListReplicasRequest, v1.ListReplicasResponse]
+	listReplicas      *connect.Client[v1.ListReplicasRequest, v1.ListReplicasResponse]
+	listAgentSessions *connect.Client[v1.ListAgentSessionsRequest, v1.ListAgentSessionsResponse]
 }
 
 // ListReplicas calls fleetplane.v1.ReplicaService.ListReplicas.
@@ -73,9 +86,17 @@ func (c *replicaServiceClient) ListReplicas(ctx context.Context, req *connect.Re
 	return c.listReplicas.CallUnary(ctx, req)
 }
 
+// ListAgentSessions calls fleetplane.v1.ReplicaService.ListAgentSessions.
+func (c *replicaServiceClient) ListAgentSessions(ctx context.Context, req *connect.Request[v1.ListAgentSessionsRequest]) (*connect.Response[v1.ListAgentSessionsResponse], error) {
+	return c.listAgentSessions.CallUnary(ctx, req)
+}
+
 // ReplicaServiceHandler is an implementation of the fleetplane.v1.ReplicaService service.
 type ReplicaServiceHandler interface {
 	ListReplicas(context.Context, *connect.Request[v1.ListReplicasRequest]) (*connect.Response[v1.ListReplicasResponse], error)
+	// ListAgentSessions lists the session registry in device name order. It has entries only
+	// when the replicas run the peer service.
+	ListAgentSessions(context.Context, *connect.Request[v1.ListAgentSessionsRequest]) (*connect.Response[v1.ListAgentSessionsResponse], error)
 }
 
 // NewReplicaServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -91,10 +112,18 @@ func NewReplicaServiceHandler(svc ReplicaServiceHandler, opts ...connect.Handler
 		connect.WithSchema(replicaServiceMethods.ByName("ListReplicas")),
 		connect.WithHandlerOptions(opts...),
 	)
+	replicaServiceListAgentSessionsHandler := connect.NewUnaryHandler(
+		ReplicaServiceListAgentSessionsProcedure,
+		svc.ListAgentSessions,
+		connect.WithSchema(replicaServiceMethods.ByName("ListAgentSessions")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/fleetplane.v1.ReplicaService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ReplicaServiceListReplicasProcedure:
 			replicaServiceListReplicasHandler.ServeHTTP(w, r)
+		case ReplicaServiceListAgentSessionsProcedure:
+			replicaServiceListAgentSessionsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -106,4 +135,8 @@ type UnimplementedReplicaServiceHandler struct{}
 
 func (UnimplementedReplicaServiceHandler) ListReplicas(context.Context, *connect.Request[v1.ListReplicasRequest]) (*connect.Response[v1.ListReplicasResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fleetplane.v1.ReplicaService.ListReplicas is not implemented"))
+}
+
+func (UnimplementedReplicaServiceHandler) ListAgentSessions(context.Context, *connect.Request[v1.ListAgentSessionsRequest]) (*connect.Response[v1.ListAgentSessionsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("fleetplane.v1.ReplicaService.ListAgentSessions is not implemented"))
 }
