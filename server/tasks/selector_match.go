@@ -246,13 +246,19 @@ func setMultipleOwners(ctx context.Context, tx store.Tx, device *fleetplanev1.De
 		_, err := tx.UpdateStatus(ctx, device)
 		return err
 	}
-	_, _, err := updateDeviceCondition(ctx, tx, device, &fleetplanev1.Condition{
+	message := multipleOwnersPrefix + strings.Join(matches, ", ") + multipleOwnersSuffix
+	_, changed, err := updateDeviceCondition(ctx, tx, device, &fleetplanev1.Condition{
 		Type:    ConditionMultipleOwners,
 		Status:  statusTrue,
 		Reason:  reasonMultipleFleetsMatch,
-		Message: multipleOwnersPrefix + strings.Join(matches, ", ") + multipleOwnersSuffix,
+		Message: message,
 	})
-	return err
+	if err != nil || !changed {
+		return err
+	}
+	// The device lost its owner, or the set of competing fleets changed, so say it once.
+	return recordWarning(ctx, tx, store.KindDevice, device.GetMetadata().GetName(),
+		TaskFleetSelectorMatch, reasonMultipleFleetsMatch, message)
 }
 
 // The MultipleOwners message lists the fleets between these, and contestingFleets parses it.

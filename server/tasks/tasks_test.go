@@ -2,6 +2,7 @@ package tasks
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -128,6 +129,15 @@ func TestSelectorMatchMultipleOwners(t *testing.T) {
 	}
 	if !strings.Contains(c.GetMessage(), "f0, f1") {
 		t.Errorf("MultipleOwners message = %q, want the fleets sorted (f0, f1)", c.GetMessage())
+	}
+	if got := warnings(t, st, store.KindDevice, "d"); !slices.Equal(got, []string{reasonMultipleFleetsMatch}) {
+		t.Errorf("Warning events of d = %v, want one %s", got, reasonMultipleFleetsMatch)
+	}
+	// Running the match again with nothing changed records no second event.
+	update(t, st, store.KindDevice, "d", func(d *fleetplanev1.Device) { d.Metadata.Labels["c"] = "1" })
+	drain(t, st, r)
+	if got := warnings(t, st, store.KindDevice, "d"); len(got) != 1 {
+		t.Errorf("Warning events of d after an unrelated label change = %v, want still one", got)
 	}
 
 	update(t, st, store.KindFleet, "f0", func(f *fleetplanev1.Fleet) { f.Spec.Selector.MatchLabels["b"] = "2" })
