@@ -26,10 +26,10 @@ func TestClaimFencedRollsBackLostShard(t *testing.T) {
 	st := openStore(t, tempDB(t))
 	ctx := context.Background()
 	now := time.Now()
-	held, lost := 0, 1
+	heldShard, lostShard := 0, 1
 	fences := map[int]store.Fence{}
 	err := st.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
-		for _, shard := range []int{held, lost} {
+		for _, shard := range []int{heldShard, lostShard} {
 			lease, err := tx.AcquireLease(ctx, shard, "r1", now, now.Add(time.Minute))
 			if err != nil {
 				return err
@@ -41,7 +41,7 @@ func TestClaimFencedRollsBackLostShard(t *testing.T) {
 		}
 		// Another replica takes the second shard after r1's lease expired.
 		later := now.Add(2 * time.Minute)
-		_, err := tx.AcquireLease(ctx, lost, "r2", later, later.Add(time.Minute))
+		_, err := tx.AcquireLease(ctx, lostShard, "r2", later, later.Add(time.Minute))
 		return err
 	})
 	if err != nil {
@@ -53,13 +53,13 @@ func TestClaimFencedRollsBackLostShard(t *testing.T) {
 		return err
 	})
 	var fenced fencedShardError
-	if !errors.As(err, &fenced) || fenced.shard != lost {
-		t.Fatalf("claim over a lost shard: error = %v; want fencedShardError for shard %d", err, lost)
+	if !errors.As(err, &fenced) || fenced.shard != lostShard {
+		t.Fatalf("claim over a lost shard: error = %v; want fencedShardError for shard %d", err, lostShard)
 	}
 
 	// The rolled-back claim left both tasks pending, and a claim without the lost shard takes
 	// only the held shard's task.
-	delete(fences, lost)
+	delete(fences, lostShard)
 	var tasks []store.Task
 	err = st.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
 		var err error
@@ -69,8 +69,8 @@ func TestClaimFencedRollsBackLostShard(t *testing.T) {
 	if err != nil {
 		t.Fatalf("claim over the held shard: %v", err)
 	}
-	if len(tasks) != 1 || tasks[0].Shard != held {
-		t.Errorf("claimed %v; want the one task of shard %d", tasks, held)
+	if len(tasks) != 1 || tasks[0].Shard != heldShard {
+		t.Errorf("claimed %v; want the one task of shard %d", tasks, heldShard)
 	}
 	var pending []store.Task
 	err = st.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
@@ -81,7 +81,7 @@ func TestClaimFencedRollsBackLostShard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(pending) != 1 || pending[0].Shard != lost {
+	if len(pending) != 1 || pending[0].Shard != lostShard {
 		t.Errorf("pending tasks %v; want the lost shard's task still pending", pending)
 	}
 }

@@ -245,8 +245,8 @@ func (r *resource[T]) update(ctx context.Context, obj T) (T, error) {
 		}
 		stored := got.(T)
 		keepServerFields(store.Meta(stored), store.Meta(obj))
-		// A stale resource version fails in tx.Update with a conflict, which says more than
-		// a kind rule that compares the request with a newer object.
+		// A stale resource version fails in tx.Update with a conflict. That error is clearer
+		// than a kind rule that compares the request with a newer object.
 		current := store.Meta(obj).GetResourceVersion() == store.Meta(stored).GetResourceVersion()
 		if r.beforeUpdate != nil && current {
 			if err := r.beforeUpdate(stored, obj); err != nil {

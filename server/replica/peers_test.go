@@ -11,7 +11,7 @@ import (
 	"github.com/fleetplane/fleetplane/store/sqlite"
 )
 
-// testPeer is one replica's Peers, serving on loopback, with the devices it was told about.
+// testPeer is one replica's Peers, serving on loopback, with the device notifications it received.
 type testPeer struct {
 	peers    *Peers
 	notified chan string
@@ -66,7 +66,7 @@ func startPeers(t *testing.T, st store.Store, ids ...string) map[string]*testPee
 	return out
 }
 
-// next returns the next device the peer was told about, or fails after a generous deadline.
+// next returns the next device notification the peer received, or fails after a generous deadline.
 func (tp *testPeer) next(t *testing.T) string {
 	t.Helper()
 	select {
