@@ -493,3 +493,48 @@ func TestDeadlockRetried(t *testing.T) {
 		t.Errorf("Stats().Retries = %d; want at least 1", retries)
 	}
 }
+
+func TestStalledTransactionReleasesLocks(t *testing.T) {
+	t.Parallel()
+	s, _ := openTemp(t, Options{IdleInTransactionTimeout: 300 * time.Millisecond})
+	ctx := t.Context()
+	err := s.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		_, err := tx.Create(ctx, device("d1"))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The first transaction locks d1's row and then stalls, as in a paused process, until the
+	// second one has finished.
+	locked := make(chan struct{}, 1)
+	release := make(chan struct{})
+	stalled := make(chan error, 1)
+	go func() {
+		stalled <- s.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+			if _, err := tx.Delete(ctx, store.KindDevice, "d1"); err != nil {
+				return err
+			}
+			select {
+			case locked <- struct{}{}:
+			default:
+			}
+			<-release
+			return nil
+		})
+	}()
+	<-locked
+	err = s.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		_, err := tx.Delete(ctx, store.KindDevice, "d1")
+		return err
+	})
+	close(release)
+	if err != nil {
+		t.Errorf("delete while another session stalled holding the row: %v; want it to go "+
+			"through once the server ended the stalled session", err)
+	}
+	if err := <-stalled; err == nil {
+		t.Error("the stalled transaction committed; want it to fail after its session ended")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,7 +49,16 @@ type Options struct {
 	MaxRetries int
 	// MeterProvider creates the store's metrics; nil means the global provider.
 	MeterProvider metric.MeterProvider
+	// IdleInTransactionTimeout ends a session whose transaction has waited this long for its
+	// client, which releases its locks. Zero means DefaultIdleInTransactionTimeout; a DSN that
+	// sets idle_in_transaction_session_timeout keeps its value.
+	IdleInTransactionTimeout time.Duration
 }
+
+// DefaultIdleInTransactionTimeout bounds how long a stopped or partitioned replica can hold
+// row locks that other replicas wait for. The store's transactions take milliseconds, so
+// only a client that stopped mid-transaction reaches it.
+const DefaultIdleInTransactionTimeout = 10 * time.Second
 
 // Stats are counters since Open.
 type Stats struct {
@@ -134,6 +144,9 @@ func parseOptions(dsn string, opts Options) (*pgxpool.Config, error) {
 	case opts.MaxRetries < 0:
 		return nil, fmt.Errorf("open postgres store: %w: MaxRetries %d is negative",
 			store.ErrInvalidArgument, opts.MaxRetries)
+	case opts.IdleInTransactionTimeout < 0:
+		return nil, fmt.Errorf("open postgres store: %w: IdleInTransactionTimeout %v is negative",
+			store.ErrInvalidArgument, opts.IdleInTransactionTimeout)
 	}
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -146,6 +159,15 @@ func parseOptions(dsn string, opts Options) (*pgxpool.Config, error) {
 	}
 	if opts.MinConns > 0 {
 		cfg.MinConns = opts.MinConns
+	}
+	// PostgreSQL and CockroachDB both take this setting as a startup parameter, in ms.
+	const idleParam = "idle_in_transaction_session_timeout"
+	if _, set := cfg.ConnConfig.RuntimeParams[idleParam]; !set {
+		timeout := opts.IdleInTransactionTimeout
+		if timeout == 0 {
+			timeout = DefaultIdleInTransactionTimeout
+		}
+		cfg.ConnConfig.RuntimeParams[idleParam] = strconv.FormatInt(timeout.Milliseconds(), 10)
 	}
 	return cfg, nil
 }
