@@ -63,3 +63,17 @@ func TestKindOfAndCan(t *testing.T) {
 		t.Error("resource syncs report deleteAll, which the API does not offer")
 	}
 }
+
+func TestAgentSessionSelectorRejected(t *testing.T) {
+	c := New("http://127.0.0.1:1")
+	kind, err := ResolveKind("sessions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, selector := range []string{"replica=", "foo=bar", "replica=r1,replica=r2"} {
+		_, err := c.List(t.Context(), kind, ListOptions{FieldSelector: selector})
+		if err == nil || !strings.Contains(err.Error(), "use replica=ID") {
+			t.Errorf("List sessions with %q: error = %v; want one saying to use replica=ID", selector, err)
+		}
+	}
+}

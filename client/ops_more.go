@@ -239,7 +239,8 @@ var agentSessionOps = ops{
 		req := &fleetplanev1.ListAgentSessionsRequest{PageSize: o.PageSize, PageToken: o.PageToken}
 		if selector := strings.TrimSpace(o.FieldSelector); selector != "" {
 			key, value, ok := strings.Cut(selector, "=")
-			if !ok || strings.TrimSpace(key) != "replica" || strings.Contains(value, ",") {
+			if !ok || strings.TrimSpace(key) != "replica" || strings.Contains(value, ",") ||
+				strings.TrimSpace(value) == "" {
 				return nil, fmt.Errorf("invalid agent session field selector %q: use replica=ID",
 					selector)
 			}

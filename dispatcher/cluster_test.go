@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -250,5 +251,27 @@ func TestPeriodicRunsOnOneReplica(t *testing.T) {
 	}
 	if len(by) == 0 {
 		t.Error("no replica ran the periodic task")
+	}
+}
+
+func TestDuplicateReplicaIDRefused(t *testing.T) {
+	path := tempDB(t)
+	st1, st2 := openStore(t, path), openStore(t, path)
+	d1 := newDispatcher(t, clusterConfig(t, st1, "r1"))
+	start(t, d1)
+	waitFor(t, 10*time.Second, "r1 to hold every shard", func() bool {
+		return len(heldBy(t, st1, "r1")) == testShards
+	})
+
+	d2 := newDispatcher(t, clusterConfig(t, st2, "r1"))
+	err := d2.Run(context.Background())
+	if !errors.Is(err, ErrReplicaIDInUse) {
+		t.Fatalf("Run with the id of a live replica: error = %v; want ErrReplicaIDInUse", err)
+	}
+	if !strings.Contains(err.Error(), "another replica id") {
+		t.Errorf("error %q does not say what to do", err)
+	}
+	if got := len(heldBy(t, st1, "r1")); got != testShards {
+		t.Errorf("r1 holds %d shards after the refused start; want all %d", got, testShards)
 	}
 }

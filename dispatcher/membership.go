@@ -57,6 +57,36 @@ func (d *Dispatcher) membershipRound(ctx context.Context, startedAt time.Time) e
 	return nil
 }
 
+// ErrReplicaIDInUse is returned by Run when another live process has the same replica id.
+var ErrReplicaIDInUse = errors.New("replica id in use")
+
+// join writes the first heartbeat, unless a live process already uses this replica id: two
+// processes with one id would hold the same leases at the same epochs, which fencing cannot
+// tell apart.
+func (d *Dispatcher) join(ctx context.Context, startedAt time.Time) error {
+	now := time.Now()
+	err := d.cfg.Store.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		replicas, err := tx.Replicas(ctx)
+		if err != nil {
+			return err
+		}
+		for _, r := range replicas {
+			age := now.Sub(r.HeartbeatAt)
+			if r.ID == d.cfg.ReplicaID && age < d.cfg.LeaseDuration {
+				return fmt.Errorf("%w: replica %s at %s sent a heartbeat %v ago; give this "+
+					"process another replica id, or stop the other one (a replica that died "+
+					"counts as gone %v after its last heartbeat)", ErrReplicaIDInUse, r.ID,
+					r.Address, age.Round(time.Millisecond), d.cfg.LeaseDuration)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return d.heartbeat(ctx, startedAt)
+}
+
 func (d *Dispatcher) heartbeat(ctx context.Context, startedAt time.Time) error {
 	replica := store.Replica{
 		ID:          d.cfg.ReplicaID,

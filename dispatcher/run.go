@@ -15,7 +15,7 @@ import (
 // returns nil when ctx ends and an error only when the store fails at startup.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	startedAt := time.Now()
-	if err := d.heartbeat(ctx, startedAt); err != nil {
+	if err := d.join(ctx, startedAt); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -27,6 +27,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("dispatcher start: %w", err)
 	}
+	// Export the rare counters at zero from the start, so that alerts on them see a series.
+	metrics().fencingRejections.Add(ctx, 0)
+	metrics().leaseChanges.Add(ctx, 0)
+	metrics().failures.Add(ctx, 0)
 	d.log.Info("dispatcher started", "workers", d.cfg.Workers,
 		"lease_duration", d.cfg.LeaseDuration)
 	unregister := d.registerQueueDepth()

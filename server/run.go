@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -83,6 +84,13 @@ func ListenAndServe(ctx context.Context, opts Options) error {
 	}
 	if opts.DataDir == "" {
 		return errors.New("listen and serve: Options.DataDir is empty; set a data directory")
+	}
+	if err := checkReplicaOptions(opts); err != nil {
+		return err
+	}
+	if opts.DatabaseURL != "" && opts.PeerListenAddr == "" {
+		log.Warn("no peer address: other replicas cannot wake this one or ask it to push, so " +
+			"its tasks wait for the next poll and its agents for the next sweep; set --peer-listen")
 	}
 	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
@@ -180,6 +188,23 @@ func ListenAndServe(ctx context.Context, opts Options) error {
 		g.Go(func() error { return agents.ListenAndServeTLS(gctx, agentAddr, hosts) })
 	}
 	return g.Wait()
+}
+
+// replicaIDPattern is what a replica id may contain: it appears in logs, metrics and leases.
+var replicaIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// checkReplicaOptions rejects replica settings that cannot work.
+func checkReplicaOptions(opts Options) error {
+	if opts.ReplicaID != "" && !replicaIDPattern.MatchString(opts.ReplicaID) {
+		return fmt.Errorf("invalid replica id %q: use 1 to 63 letters, digits, '.', '_' or '-', "+
+			"starting with a letter or digit", opts.ReplicaID)
+	}
+	if opts.PeerListenAddr != "" && opts.DatabaseURL == "" {
+		return errors.New("a peer address needs a shared database: replicas share a " +
+			"PostgreSQL or CockroachDB database, and the embedded SQLite store serves one " +
+			"process; set --database or drop --peer-listen")
+	}
+	return nil
 }
 
 // recordTaskFailure returns the dispatcher's OnFailure callback: a Warning event on the object

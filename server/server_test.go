@@ -265,3 +265,29 @@ func TestPanicIsInternal(t *testing.T) {
 		t.Errorf("ListDevices after a panic: %v", err)
 	}
 }
+
+func TestListenAndServeRejectsReplicaOptions(t *testing.T) {
+	tests := map[string]struct {
+		opts Options
+		want string
+	}{
+		"peer address without a database": {
+			opts: Options{PeerListenAddr: "127.0.0.1:0"}, want: "set --database"},
+		"replica id with a space": {
+			opts: Options{ReplicaID: "r 1"}, want: `invalid replica id "r 1"`},
+		"replica id with a slash": {
+			opts: Options{ReplicaID: "r/1"}, want: `invalid replica id "r/1"`},
+		"replica id too long": {
+			opts: Options{ReplicaID: strings.Repeat("r", 64)}, want: "invalid replica id"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			tc.opts.DataDir = t.TempDir()
+			tc.opts.ListenAddr = "127.0.0.1:0"
+			err := ListenAndServe(context.Background(), tc.opts)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("ListenAndServe = %v; want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}

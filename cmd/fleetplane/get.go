@@ -39,8 +39,8 @@ func newGetCommand(a *app) *cobra.Command {
 		Short: "Show one resource or list resources of a kind",
 		Long: "Show one resource or list resources. KIND is one of device (dev), fleet,\n" +
 			"templateversion (tv), repository (repo), resourcesync (rs), enrollmentrequest\n" +
-			"(er, csr), event (ev), task or replica. Every name and short name also works in\n" +
-			"the plural, such as devices or devs.",
+			"(er, csr), event (ev), task, replica or agentsession (session). Every name and\n" +
+			"short name also works in the plural, such as devices or devs.",
 		Args: kindArgs(2, "fleetplane get devices"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, err := resolveKind(args[0])
@@ -221,7 +221,8 @@ func kindArgs(maxArgs int, example string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) == 0 {
 			return fmt.Errorf("missing KIND: use one of device, fleet, templateversion, "+
-				"repository, resourcesync, enrollmentrequest, event, task or replica, as in %q",
+				"repository, resourcesync, enrollmentrequest, event, task, replica or "+
+				"agentsession, as in %q",
 				example)
 		}
 		if maxArgs > 0 && len(args) > maxArgs {

@@ -196,7 +196,13 @@ func (s *Store) initMetrics(mp metric.MeterProvider) error {
 	s.commitCounter, err = meter.Int64Counter("fleetplane.store.tx.commits",
 		metric.WithDescription("Store transactions committed."),
 		metric.WithUnit("{commit}"))
-	return err
+	if err != nil {
+		return err
+	}
+	// The retry counter is exported at zero from the start, so that alerts on it see a series.
+	s.retryCounter.Add(context.Background(), 0,
+		metric.WithAttributes(attribute.String("backend", "postgres")))
+	return nil
 }
 
 // init applies migrations, loads the shard count and starts the version clock above the

@@ -180,8 +180,12 @@ func TestReplicasConverge(t *testing.T) {
 			}
 			return total == 12, fmt.Sprintf("registry %v, heartbeats %v", registry, counts)
 		})
-	if _, ok := c.replicas[0].metric(t, "fleetplane_shard_lease_changes_total"); !ok {
-		t.Error("metrics of r1 have no fleetplane_shard_lease_changes_total")
+	for _, name := range []string{"fleetplane_shard_lease_changes_total",
+		"fleetplane_fencing_rejections_total", "fleetplane_store_tx_retries_total",
+		"fleetplane_store_tx_commits_total"} {
+		if _, ok := c.replicas[0].metric(t, name); !ok {
+			t.Errorf("metrics of r1 have no %s", name)
+		}
 	}
 }
 
