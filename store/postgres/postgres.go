@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,6 +118,12 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
+	if err := s.pool.Ping(ctx); err != nil {
+		s.pool.Close()
+		return nil, fmt.Errorf("open postgres store: connect to %s: %w; check that the "+
+			"server runs and that the DSN's host, port, user and database are right",
+			redactedHost(cfg), err)
+	}
 	if err := s.init(ctx, cfg.ConnConfig.Copy(), opts.ShardCount); err != nil {
 		s.pool.Close()
 		return nil, fmt.Errorf("open postgres store on %s: %w", redactedHost(cfg), err)
@@ -147,6 +154,10 @@ func parseOptions(dsn string, opts Options) (*pgxpool.Config, error) {
 	case opts.IdleInTransactionTimeout < 0:
 		return nil, fmt.Errorf("open postgres store: %w: IdleInTransactionTimeout %v is negative",
 			store.ErrInvalidArgument, opts.IdleInTransactionTimeout)
+	}
+	if scheme, _, ok := strings.Cut(dsn, "://"); ok && scheme != "postgres" && scheme != "postgresql" {
+		return nil, fmt.Errorf("open postgres store: %w: DSN scheme %q is not supported; use "+
+			"postgres://user@host:5432/fleetplane", store.ErrInvalidArgument, scheme)
 	}
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -121,12 +122,27 @@ func TestOpenInvalidOptions(t *testing.T) {
 		"min above max":     {"postgres://127.0.0.1/x", Options{MaxConns: 2, MinConns: 3}},
 		"negative retries":  {"postgres://127.0.0.1/x", Options{MaxRetries: -1}},
 		"unknown parameter": {"postgres://127.0.0.1/x?pool_max_conns=many", Options{}},
+		"other scheme":      {"mysql://user@127.0.0.1/x", Options{}},
+		"negative timeout":  {"postgres://127.0.0.1/x", Options{IdleInTransactionTimeout: -1}},
 	}
 	for name, c := range cases {
 		_, err := Open(t.Context(), c.dsn, c.opts)
 		if !errors.Is(err, store.ErrInvalidArgument) {
 			t.Errorf("%s: Open error = %v; want ErrInvalidArgument", name, err)
 		}
+	}
+}
+
+func TestOpenUnreachableSaysConnect(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	_, err = Open(t.Context(), "postgres://nobody@"+addr+"/fleetplane?connect_timeout=5", Options{})
+	if err == nil || !strings.Contains(err.Error(), "connect to "+addr+"/fleetplane") {
+		t.Errorf("Open of an address without a server: error = %v; want one naming the address", err)
 	}
 }
 
