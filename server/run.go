@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -101,9 +103,18 @@ func ListenAndServe(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer st.Close()
-	ca, err := identity.LoadOrCreateCA(orDefault(opts.PKIDir, filepath.Join(opts.DataDir, "pki")))
+	ownPKI := filepath.Join(opts.DataDir, "pki")
+	pkiDir := orDefault(opts.PKIDir, ownPKI)
+	// The agent port's certificate names this replica's hosts, so it stays in the data
+	// directory even when the CA directory is shared.
+	ca, err := identity.LoadOrCreateCA(pkiDir, identity.WithServerCertDir(ownPKI))
 	if err != nil {
 		return fmt.Errorf("load certificate authority: %w", err)
+	}
+	if opts.DatabaseURL != "" {
+		if err := checkSharedCA(ctx, st, ca, pkiDir); err != nil {
+			return err
+		}
 	}
 
 	// The API server owns the Prometheus exporter; the other components record through the
@@ -188,6 +199,29 @@ func ListenAndServe(ctx context.Context, opts Options) error {
 		g.Go(func() error { return agents.ListenAndServeTLS(gctx, agentAddr, hosts) })
 	}
 	return g.Wait()
+}
+
+// checkSharedCA makes sure that every replica of a database signs with the same certificate
+// authority. The first replica records its CA's fingerprint; a replica with another CA would
+// issue certificates that the others reject, so it must not start.
+func checkSharedCA(ctx context.Context, st store.Store, ca *identity.CA, pkiDir string) error {
+	sum := sha256.Sum256(ca.Certificate().Raw)
+	fingerprint := hex.EncodeToString(sum[:])
+	var stored string
+	err := st.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		var err error
+		stored, err = tx.InitSetting(ctx, "ca_fingerprint", fingerprint)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("record the certificate authority: %w", err)
+	}
+	if stored != fingerprint {
+		return fmt.Errorf("the certificate authority in %s (SHA-256 %s) is not the one the "+
+			"other replicas of this database use (SHA-256 %s); give every replica the same "+
+			"--pki-dir", pkiDir, fingerprint[:16], stored[:min(16, len(stored))])
+	}
+	return nil
 }
 
 // replicaIDPattern is what a replica id may contain: it appears in logs, metrics and leases.

@@ -119,6 +119,10 @@ type TaskTx interface {
 	CloseSessions(ctx context.Context, replica string, devices []string) error
 	// SessionHolders returns the replica holding the stream of each of devices that has one.
 	SessionHolders(ctx context.Context, devices []string) (map[string]string, error)
+	// InitSetting stores value under key unless key already has a value, and returns the
+	// stored value. Replicas use it to agree on facts fixed when the database is first used.
+	InitSetting(ctx context.Context, key, value string) (string, error)
+
 	// ListSessions returns one page of the session registry in device name order.
 	ListSessions(ctx context.Context, filter SessionFilter) (sessions []Session, nextPageToken string, err error)
 }

@@ -4,7 +4,8 @@
 // The CA key and certificate live in a data directory (ca.key with mode 0600, ca.crt) and are
 // created on first start. Device certificates carry the device name as their subject common
 // name and are valid for client authentication only. The agent port's server certificate is
-// signed by the same CA and stored next to it (server.key, server.crt).
+// signed by the same CA and stored next to it (server.key, server.crt), or in the directory
+// that WithServerCertDir names.
 package identity
 
 import (
@@ -53,6 +54,7 @@ const (
 // CA is the server's certificate authority. It is safe for concurrent use.
 type CA struct {
 	dir            string
+	serverDir      string // where the agent port's certificate and key are kept
 	key            *ecdsa.PrivateKey
 	cert           *x509.Certificate
 	certPEM        []byte
@@ -70,6 +72,13 @@ func WithClientValidity(d time.Duration) Option {
 	return func(ca *CA) { ca.clientValidity = d }
 }
 
+// WithServerCertDir keeps the agent port's certificate and key in dir instead of the CA's
+// directory. Replicas that share the CA directory use it, because each one issues a server
+// certificate for its own host names.
+func WithServerCertDir(dir string) Option {
+	return func(ca *CA) { ca.serverDir = dir }
+}
+
 // LoadOrCreateCA loads the CA kept in dir, creating dir, an ECDSA P-256 key and a self-signed
 // certificate valid for ten years on first use.
 func LoadOrCreateCA(dir string, opts ...Option) (*CA, error) {
@@ -82,6 +91,11 @@ func LoadOrCreateCA(dir string, opts ...Option) (*CA, error) {
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("load CA: create directory: %w", err)
+	}
+	if ca.serverDir == "" {
+		ca.serverDir = dir
+	} else if err := os.MkdirAll(ca.serverDir, 0o700); err != nil {
+		return nil, fmt.Errorf("load CA: create server certificate directory: %w", err)
 	}
 	key, err := loadOrCreateKey(filepath.Join(dir, caKeyFile))
 	if err != nil {

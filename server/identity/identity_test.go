@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
+	"io/fs"
 	"log"
 	"net/http"
 	"os"
@@ -362,4 +363,35 @@ func handshakeError(t *testing.T, ca *CA, addr string, cert tls.Certificate) err
 	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, err = conn.Read(make([]byte, 1))
 	return err
+}
+
+func TestServerCertDirKeepsSharedCADirClean(t *testing.T) {
+	shared := t.TempDir()
+	own1, own2 := t.TempDir(), t.TempDir()
+	ca1, err := LoadOrCreateCA(shared, WithServerCertDir(own1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca2, err := LoadOrCreateCA(shared, WithServerCertDir(own2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf1 := serverLeaf(t, ca1, []string{"r1.example.test"})
+	leaf2 := serverLeaf(t, ca2, []string{"r2.example.test"})
+
+	// Each replica reloads its own certificate; neither overwrote the other's.
+	again, err := LoadOrCreateCA(shared, WithServerCertDir(own1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := serverLeaf(t, again, []string{"r1.example.test"}); got.SerialNumber.Cmp(leaf1.SerialNumber) != 0 {
+		t.Error("r1's server certificate was reissued after r2 started; want it kept")
+	}
+	if leaf2.DNSNames[0] != "r2.example.test" {
+		t.Errorf("r2's certificate names %v", leaf2.DNSNames)
+	}
+	if _, err := os.Stat(filepath.Join(shared, serverCertFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("shared CA directory has %s (err %v); want server certificates elsewhere",
+			serverCertFile, err)
+	}
 }

@@ -86,11 +86,11 @@ func (ca *CA) serverCertificate(hosts []string) (*tls.Certificate, error) {
 }
 
 func (ca *CA) loadServerCert() (*tls.Certificate, error) {
-	certPEM, err := os.ReadFile(filepath.Join(ca.dir, serverCertFile))
+	certPEM, err := os.ReadFile(filepath.Join(ca.serverDir, serverCertFile))
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(ca.dir, serverKeyFile))
+	keyPEM, err := os.ReadFile(filepath.Join(ca.serverDir, serverKeyFile))
 	if err != nil {
 		return nil, err
 	}
@@ -142,10 +142,10 @@ func (ca *CA) issueServerCert(hosts []string) (*tls.Certificate, error) {
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	// Write the key first: a crash in between leaves a pair that fails to load and is reissued.
-	if err := writeFileAtomic(filepath.Join(ca.dir, serverKeyFile), keyPEM, 0o600); err != nil {
+	if err := writeFileAtomic(filepath.Join(ca.serverDir, serverKeyFile), keyPEM, 0o600); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(ca.dir, serverCertFile), certPEM, 0o644); err != nil {
+	if err := writeFileAtomic(filepath.Join(ca.serverDir, serverCertFile), certPEM, 0o644); err != nil {
 		return nil, err
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)

@@ -353,3 +353,20 @@ func testListSessions(t *testing.T, open Opener) {
 		t.Errorf("ListSessions with a bad page token: error = %v; want ErrInvalidArgument", err)
 	}
 }
+
+func testInitSetting(t *testing.T, open Opener) {
+	s := open(t, nil)
+	for _, tc := range []struct{ value, want string }{
+		{"first", "first"}, {"second", "first"},
+	} {
+		var got string
+		inTx(t, s, func(ctx context.Context, tx store.Tx) error {
+			var err error
+			got, err = tx.InitSetting(ctx, "ca_fingerprint", tc.value)
+			return err
+		})
+		if got != tc.want {
+			t.Errorf("InitSetting(ca_fingerprint, %q) = %q; want %q", tc.value, got, tc.want)
+		}
+	}
+}

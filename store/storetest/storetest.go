@@ -61,6 +61,7 @@ func Run(t *testing.T, open func(t *testing.T, hook store.ChangeHook) store.Stor
 		{"Replicas", testReplicas},
 		{"SessionRegistry", testSessions},
 		{"SessionRegistryList", testListSessions},
+		{"InitSettingKeepsFirst", testInitSetting},
 		{"ShardCountFixed", testShardCount},
 		{"RenderedVersion", testRendered},
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -285,4 +286,31 @@ func TestFourthReplicaJoins(t *testing.T) {
 
 	applyFleet(t, c.replicas[3], "after-join")
 	waitConverged(t, c.replicas[3], sims, time.Minute)
+}
+
+func TestReplicaWithOtherCARefused(t *testing.T) {
+	c := newCluster(t, 1)
+	cmd := exec.Command(binary, "serve", "--database", c.dsn, "--replica-id", "r2",
+		"--listen", freeAddr(t), "--agent-listen", freeAddr(t), "--peer-listen", freeAddr(t),
+		"--data-dir", t.TempDir(), "--pki-dir", t.TempDir())
+	done := make(chan error, 1)
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("serve with another CA exited 0; want an error")
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("serve with another CA still ran after 30s; want it to refuse to start:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "give every replica the same --pki-dir") {
+		t.Errorf("output does not say to share the CA:\n%s", out.String())
+	}
 }
