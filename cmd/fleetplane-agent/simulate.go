@@ -62,7 +62,8 @@ func addSimulateFlags(
 ) {
 	f := cmd.Flags()
 	f.IntVar(&opts.Count, "count", 1, "number of simulated devices")
-	f.StringVar(&opts.Server, "server", "https://127.0.0.1:7443", "base URL of the server's agent port")
+	f.StringVar(&opts.Server, "server", "https://127.0.0.1:7443",
+		"base URL of the server's agent port, or comma-separated URLs of several replicas to fail over between")
 	f.StringVar(caFile, "ca-file", "", "PEM file of the CA that signed the server's certificate (required)")
 	f.StringVar(&opts.ApproveURL, "approve-server", "",
 		"base URL of the operator API, for example http://127.0.0.1:7080; when set, the simulator approves its own enrollment requests")

@@ -132,7 +132,7 @@ func columns(kind *client.Kind) []string {
 	case "Task":
 		return []string{"KIND", "KEY", "STATE", "ATTEMPTS", "LAST ERROR"}
 	case "Replica":
-		return []string{"ID", "ADDRESS", "SHARDS", "HEARTBEAT"}
+		return []string{"ID", "ADDRESS", "SHARDS", "AGENTS", "HEARTBEAT"}
 	case "AgentSession":
 		return []string{"DEVICE", "REPLICA", "AGE"}
 	}
@@ -173,7 +173,7 @@ func row(obj proto.Message, now time.Time) []string {
 			strconv.Itoa(int(o.GetAttempts())), dash(o.GetLastError())}
 	case *fleetplanev1.Replica:
 		return []string{o.GetId(), dash(o.GetAddress()), strconv.Itoa(len(o.GetLeases())),
-			age(o.GetHeartbeatTime(), now)}
+			strconv.FormatInt(o.GetConnectedAgents(), 10), age(o.GetHeartbeatTime(), now)}
 	case *fleetplanev1.AgentSession:
 		return []string{o.GetDevice(), o.GetReplica(), age(o.GetOpenTime(), now)}
 	}
