@@ -275,3 +275,52 @@ func TestDuplicateReplicaIDRefused(t *testing.T) {
 		t.Errorf("r1 holds %d shards after the refused start; want all %d", got, testShards)
 	}
 }
+
+func TestLongDeadReplicaRemoved(t *testing.T) {
+	st := openStore(t, tempDB(t))
+	long := time.Now().Add(-time.Hour)
+	recent := time.Now()
+	err := st.InTx(context.Background(), func(ctx context.Context, tx store.Tx) error {
+		for id, at := range map[string]time.Time{"gone": long, "stopped-just-now": recent} {
+			if err := tx.Heartbeat(ctx, store.Replica{ID: id, StartedAt: at, HeartbeatAt: at}); err != nil {
+				return err
+			}
+		}
+		return tx.OpenSessions(ctx, "gone", []string{"d1"}, long)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, newDispatcher(t, testConfig(t, st, "r1")))
+
+	ids := func() map[string]bool {
+		out := map[string]bool{}
+		err := st.InTx(context.Background(), func(ctx context.Context, tx store.Tx) error {
+			replicas, err := tx.Replicas(ctx)
+			for _, r := range replicas {
+				out[r.ID] = true
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	waitFor(t, 10*time.Second, "the long-dead replica to be removed", func() bool {
+		return !ids()["gone"]
+	})
+	if got := ids(); !got["stopped-just-now"] || !got["r1"] {
+		t.Errorf("replicas after the removal = %v; want r1 and stopped-just-now kept", got)
+	}
+	err = st.InTx(context.Background(), func(ctx context.Context, tx store.Tx) error {
+		holders, err := tx.SessionHolders(ctx, []string{"d1"})
+		if len(holders) != 0 {
+			t.Errorf("session holders after the removal = %v; want none", holders)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

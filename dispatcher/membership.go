@@ -124,12 +124,18 @@ func (d *Dispatcher) desiredShards(ctx context.Context) (map[int]bool, error) {
 		return nil, fmt.Errorf("read membership: %w", err)
 	}
 	live := []string{d.cfg.ReplicaID}
-	cutoff := time.Now().Add(-d.cfg.LeaseDuration)
+	now := time.Now()
+	cutoff := now.Add(-d.cfg.LeaseDuration)
+	var dead []string
 	for _, r := range replicas {
-		if r.HeartbeatAt.After(cutoff) {
+		switch {
+		case r.HeartbeatAt.After(cutoff):
 			live = append(live, r.ID)
+		case r.HeartbeatAt.Before(now.Add(-deadReplicaRetention * d.cfg.LeaseDuration)):
+			dead = append(dead, r.ID)
 		}
 	}
+	d.removeDead(ctx, dead)
 	desired := map[int]bool{}
 	for shard, owner := range Assign(shardCount, live) {
 		if owner == d.cfg.ReplicaID {
@@ -137,6 +143,32 @@ func (d *Dispatcher) desiredShards(ctx context.Context) (map[int]bool, error) {
 		}
 	}
 	return desired, nil
+}
+
+// deadReplicaRetention is how many lease durations a replica that stopped sending heartbeats
+// stays listed, so that operators can see it went away, before a live replica removes its row
+// and its session registry entries.
+const deadReplicaRetention = 20
+
+// removeDead deletes the membership rows and session registry entries of replicas that died
+// long ago. A failure is logged and tried again at the next round.
+func (d *Dispatcher) removeDead(ctx context.Context, dead []string) {
+	for _, id := range dead {
+		err := d.cfg.Store.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+			if err := tx.CloseSessions(ctx, id, nil); err != nil {
+				return err
+			}
+			return tx.RemoveReplica(ctx, id)
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				d.log.Warn("remove dead replica failed", "dead_replica", id, "err", err)
+			}
+			continue
+		}
+		d.log.Info("removed replica without heartbeats", "dead_replica", id,
+			"silent_for_at_least", deadReplicaRetention*d.cfg.LeaseDuration)
+	}
 }
 
 // acquire takes or renews the lease of shard. On a new epoch it resets the shard's running
