@@ -54,7 +54,7 @@ const (
 // CA is the server's certificate authority. It is safe for concurrent use.
 type CA struct {
 	dir            string
-	serverDir      string // where the agent port's certificate and key are kept
+	serverDir      string // directory of the agent port's certificate and key
 	key            *ecdsa.PrivateKey
 	cert           *x509.Certificate
 	certPEM        []byte

@@ -256,7 +256,7 @@ func setMultipleOwners(ctx context.Context, tx store.Tx, device *fleetplanev1.De
 	if err != nil || !changed {
 		return err
 	}
-	// The device lost its owner, or the set of competing fleets changed, so say it once.
+	// The device lost its owner, or the set of competing fleets changed: record it once.
 	return recordWarning(ctx, tx, store.KindDevice, device.GetMetadata().GetName(),
 		TaskFleetSelectorMatch, reasonMultipleFleetsMatch, message)
 }
