@@ -324,3 +324,57 @@ func TestLongDeadReplicaRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestExclusiveIDTakesOverOwnLeases(t *testing.T) {
+	st := openStore(t, tempDB(t))
+	ctx := context.Background()
+	now := time.Now()
+	key := keyInShard(t, 0)
+	// An earlier process with id r1 died holding shard 0 with a task running.
+	err := st.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		if err := tx.Heartbeat(ctx, store.Replica{ID: "r1", StartedAt: now, HeartbeatAt: now}); err != nil {
+			return err
+		}
+		if _, err := tx.AcquireLease(ctx, 0, "r1", now, now.Add(time.Hour)); err != nil {
+			return err
+		}
+		if _, err := tx.EnqueueTask(ctx, "render", key, now); err != nil {
+			return err
+		}
+		_, err := tx.ClaimTasks(ctx, []int{0}, now, 1)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := testConfig(t, st, "r1")
+	cfg.ExclusiveID = true
+	d := newDispatcher(t, cfg)
+	ran := make(chan string, 1)
+	d.Register("render", func(_ context.Context, k string) error {
+		ran <- k
+		return nil
+	})
+	start(t, d)
+	select {
+	case got := <-ran:
+		if got != key {
+			t.Errorf("ran %q; want the interrupted task %q", got, key)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the interrupted task did not run again within 10s")
+	}
+	err = st.InTx(ctx, func(ctx context.Context, tx store.Tx) error {
+		leases, err := tx.Leases(ctx)
+		for _, l := range leases {
+			if l.Shard == 0 && (l.Owner != "r1" || l.Epoch != 1) {
+				t.Errorf("shard 0 lease = %+v; want r1's own lease renewed at epoch 1", l)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -20,8 +20,12 @@ type Handler func(ctx context.Context, key string) error
 
 // Config configures a Dispatcher. Zero fields take the defaults given on each field.
 type Config struct {
-	Store         store.Store
-	ReplicaID     string        // unique per process; default: random
+	Store     store.Store
+	ReplicaID string // unique per process; default: random
+	// ExclusiveID says that the caller guarantees no other process uses ReplicaID, for example
+	// with a lock on a data directory. Run then takes over the heartbeat and leases that an
+	// earlier process with this id left, instead of refusing to start while they are recent.
+	ExclusiveID   bool
 	Address       string        // address at which other replicas reach this one; may be empty
 	Workers       int           // default 2*GOMAXPROCS
 	LeaseDuration time.Duration // default 15s; renew every third of it

@@ -72,7 +72,7 @@ func (d *Dispatcher) join(ctx context.Context, startedAt time.Time) error {
 		}
 		for _, r := range replicas {
 			age := now.Sub(r.HeartbeatAt)
-			if r.ID == d.cfg.ReplicaID && age < d.cfg.LeaseDuration {
+			if r.ID == d.cfg.ReplicaID && age < d.cfg.LeaseDuration && !d.cfg.ExclusiveID {
 				return fmt.Errorf("%w: replica %s at %s sent a heartbeat %v ago; give this "+
 					"process another replica id, or stop the other one (a replica that died "+
 					"counts as gone %v after its last heartbeat)", ErrReplicaIDInUse, r.ID,

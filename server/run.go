@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/gofrs/flock"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -97,6 +99,17 @@ func ListenAndServe(ctx context.Context, opts Options) error {
 	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
+	unlock, err := lockDataDir(opts.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	replicaID := opts.ReplicaID
+	if replicaID == "" {
+		if replicaID, err = dataDirReplicaID(opts.DataDir); err != nil {
+			return err
+		}
+	}
 
 	st, pruner, err := openStore(ctx, opts, log)
 	if err != nil {
@@ -125,23 +138,17 @@ func ListenAndServe(ctx context.Context, opts Options) error {
 	}
 	otel.SetMeterProvider(srv.meterProvider)
 
-	replicaID := opts.ReplicaID
-	if replicaID == "" {
-		replicaID = dispatcher.NewReplicaID()
-	}
-	agentCfg := agentapi.Config{Store: st, CA: ca, Logger: log.With("component", "agentapi")}
-	if opts.PeerListenAddr != "" {
-		// Only replicas that nudge each other read the session registry.
-		agentCfg.SessionReplica = replicaID
-	}
-	agents, err := agentapi.New(agentCfg)
+	agents, err := agentapi.New(agentapi.Config{Store: st, CA: ca, SessionReplica: replicaID,
+		Logger: log.With("component", "agentapi")})
 	if err != nil {
 		return err
 	}
 	apiAddr := orDefault(opts.ListenAddr, DefaultListenAddr)
 	disp, err := dispatcher.New(dispatcher.Config{
-		Store:           st,
-		ReplicaID:       replicaID,
+		Store:     st,
+		ReplicaID: replicaID,
+		// With SQLite the data directory lock already makes this process the only one.
+		ExclusiveID:     opts.DatabaseURL == "",
 		Address:         orDefault(opts.AdvertiseAddr, orDefault(opts.PeerListenAddr, apiAddr)),
 		LeaseDuration:   opts.LeaseDuration,
 		ConnectedAgents: agents.Connected,
@@ -201,6 +208,45 @@ func ListenAndServe(ctx context.Context, opts Options) error {
 	return g.Wait()
 }
 
+// lockDataDir takes an exclusive lock on the data directory for the life of the process, so
+// that a second server cannot open the same SQLite database and certificates.
+func lockDataDir(dir string) (unlock func(), err error) {
+	lock := flock.New(filepath.Join(dir, "fleetplane.lock"))
+	locked, err := lock.TryLock()
+	if err != nil {
+		return nil, fmt.Errorf("lock data directory %s: %w", dir, err)
+	}
+	if !locked {
+		return nil, fmt.Errorf("data directory %s is in use by another fleetplane server; "+
+			"stop it, or give this one its own --data-dir", dir)
+	}
+	return func() { _ = lock.Unlock() }, nil
+}
+
+// dataDirReplicaID returns the replica id kept in the data directory, creating a random one
+// on first start. A server restarted on the same directory then renews its own shard leases at
+// once instead of waiting for the old process's leases to expire.
+func dataDirReplicaID(dir string) (string, error) {
+	path := filepath.Join(dir, "replica-id")
+	data, err := os.ReadFile(path)
+	if err == nil {
+		id := strings.TrimSpace(string(data))
+		if !replicaIDPattern.MatchString(id) {
+			return "", fmt.Errorf("replica id %q in %s is invalid; delete the file to get a new "+
+				"one, or set --replica-id", id, path)
+		}
+		return id, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read replica id: %w", err)
+	}
+	id := dispatcher.NewReplicaID()
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write replica id: %w", err)
+	}
+	return id, nil
+}
+
 // checkSharedCA makes sure that every replica of a database signs with the same certificate
 // authority. The first replica records its CA's fingerprint; a replica with another CA would
 // issue certificates that the others reject, so it must not start.
@@ -224,7 +270,7 @@ func checkSharedCA(ctx context.Context, st store.Store, ca *identity.CA, pkiDir 
 	return nil
 }
 
-// replicaIDPattern is what a replica id may contain: it appears in logs, metrics and leases.
+// replicaIDPattern is the form of a replica id, which appears in logs, metrics and leases.
 var replicaIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // checkReplicaOptions rejects replica settings that cannot work.
@@ -279,7 +325,7 @@ func openStore(ctx context.Context, opts Options, log *slog.Logger) (store.Store
 	if opts.DatabaseURL != "" {
 		st, err := postgres.Open(ctx, opts.DatabaseURL, postgres.Options{ChangeHook: tasks.Hook, Logger: log})
 		if err != nil {
-			return nil, nil, fmt.Errorf("open PostgreSQL store: %w", err)
+			return nil, nil, err // it starts with "open postgres store"
 		}
 		return st, st, nil
 	}

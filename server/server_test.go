@@ -225,6 +225,12 @@ func TestListenAndServeStopsOnCancel(t *testing.T) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	// A second server on the same data directory refuses to start.
+	second := Options{ListenAddr: freeAddr(t), AgentListenAddr: freeAddr(t), DataDir: dir}
+	if err := ListenAndServe(ctx, second); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("second ListenAndServe on %s = %v; want an error saying it is in use", dir, err)
+	}
+
 	stop()
 	if err := <-done; err != nil {
 		t.Errorf("ListenAndServe = %v, want nil", err)
@@ -289,5 +295,26 @@ func TestListenAndServeRejectsReplicaOptions(t *testing.T) {
 				t.Errorf("ListenAndServe = %v; want an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestDataDirReplicaIDStable(t *testing.T) {
+	dir := t.TempDir()
+	first, err := dataDirReplicaID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := dataDirReplicaID(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first != again || !replicaIDPattern.MatchString(first) {
+		t.Errorf("replica ids %q then %q; want one valid id kept in the data directory", first, again)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "replica-id"), []byte("bad id\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dataDirReplicaID(dir); err == nil || !strings.Contains(err.Error(), "delete the file") {
+		t.Errorf("invalid stored id: error = %v; want one saying to delete the file", err)
 	}
 }

@@ -30,8 +30,7 @@ const (
 // ReplicaService shows the server replicas, the shards they own and the agent streams they hold.
 type ReplicaServiceClient interface {
 	ListReplicas(ctx context.Context, in *ListReplicasRequest, opts ...grpc.CallOption) (*ListReplicasResponse, error)
-	// ListAgentSessions lists the session registry in device name order. It has entries only
-	// when the replicas run the peer service.
+	// ListAgentSessions lists the session registry in device name order.
 	ListAgentSessions(ctx context.Context, in *ListAgentSessionsRequest, opts ...grpc.CallOption) (*ListAgentSessionsResponse, error)
 }
 
@@ -70,8 +69,7 @@ func (c *replicaServiceClient) ListAgentSessions(ctx context.Context, in *ListAg
 // ReplicaService shows the server replicas, the shards they own and the agent streams they hold.
 type ReplicaServiceServer interface {
 	ListReplicas(context.Context, *ListReplicasRequest) (*ListReplicasResponse, error)
-	// ListAgentSessions lists the session registry in device name order. It has entries only
-	// when the replicas run the peer service.
+	// ListAgentSessions lists the session registry in device name order.
 	ListAgentSessions(context.Context, *ListAgentSessionsRequest) (*ListAgentSessionsResponse, error)
 	mustEmbedUnimplementedReplicaServiceServer()
 }

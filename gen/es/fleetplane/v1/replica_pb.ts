@@ -221,8 +221,7 @@ export const ReplicaService: GenService<{
     output: typeof ListReplicasResponseSchema;
   },
   /**
-   * ListAgentSessions lists the session registry in device name order. It has entries only
-   * when the replicas run the peer service.
+   * ListAgentSessions lists the session registry in device name order.
    *
    * @generated from rpc fleetplane.v1.ReplicaService.ListAgentSessions
    */

@@ -44,8 +44,7 @@ const (
 // ReplicaServiceClient is a client for the fleetplane.v1.ReplicaService service.
 type ReplicaServiceClient interface {
 	ListReplicas(context.Context, *connect.Request[v1.ListReplicasRequest]) (*connect.Response[v1.ListReplicasResponse], error)
-	// ListAgentSessions lists the session registry in device name order. It has entries only
-	// when the replicas run the peer service.
+	// ListAgentSessions lists the session registry in device name order.
 	ListAgentSessions(context.Context, *connect.Request[v1.ListAgentSessionsRequest]) (*connect.Response[v1.ListAgentSessionsResponse], error)
 }
 
@@ -94,8 +93,7 @@ func (c *replicaServiceClient) ListAgentSessions(ctx context.Context, req *conne
 // ReplicaServiceHandler is an implementation of the fleetplane.v1.ReplicaService service.
 type ReplicaServiceHandler interface {
 	ListReplicas(context.Context, *connect.Request[v1.ListReplicasRequest]) (*connect.Response[v1.ListReplicasResponse], error)
-	// ListAgentSessions lists the session registry in device name order. It has entries only
-	// when the replicas run the peer service.
+	// ListAgentSessions lists the session registry in device name order.
 	ListAgentSessions(context.Context, *connect.Request[v1.ListAgentSessionsRequest]) (*connect.Response[v1.ListAgentSessionsResponse], error)
 }
 
