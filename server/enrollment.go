@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 
 	"connectrpc.com/connect"
 	fleetplanev1 "github.com/fleetplane/fleetplane/gen/fleetplane/v1"
@@ -108,6 +109,16 @@ func (h *enrollmentService) grant(
 	labels map[string]string,
 ) error {
 	name := er.GetMetadata().GetName()
+	// The device gets the labels it asked for, with the approval's labels on top.
+	merged := maps.Clone(er.GetSpec().GetLabels())
+	if merged == nil {
+		merged = map[string]string{}
+	}
+	maps.Copy(merged, labels)
+	labels = merged
+	if err := validation.Labels("labels", labels).Err(); err != nil {
+		return err
+	}
 	cert, err := h.s.signer.SignCSR([]byte(er.GetSpec().GetCsr()), name)
 	if err != nil {
 		return fmt.Errorf("sign certificate for device %s: %w", name, err)

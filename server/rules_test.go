@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"math/big"
 	"strings"
 	"testing"
@@ -591,4 +592,28 @@ func TestOwnedDeviceStaleUpdateConflicts(t *testing.T) {
 	exported.Spec.Os.Image = "os:other"
 	_, err = ts.devices().UpdateDevice(ctx, connect.NewRequest(&fleetplanev1.UpdateDeviceRequest{Device: exported}))
 	wantCode(t, err, connect.CodeAborted)
+}
+
+func TestApproveMergesRequestedLabels(t *testing.T) {
+	ts := startServer(t, func(cfg *Config) { cfg.Signer = newTestSigner(t) })
+	_, err := ts.enrollments().CreateEnrollmentRequest(context.Background(), connect.NewRequest(
+		&fleetplanev1.CreateEnrollmentRequestRequest{EnrollmentRequest: &fleetplanev1.EnrollmentRequest{
+			Metadata: &fleetplanev1.ObjectMeta{Name: "dev-3"},
+			Spec: &fleetplanev1.EnrollmentRequestSpec{Csr: newCSR(t, "dev-3"),
+				Labels: map[string]string{"site": "lisbon", "fleet": "asked"}},
+		}}))
+	if err != nil {
+		t.Fatalf("CreateEnrollmentRequest: %v", err)
+	}
+	er, err := approve(ts, "dev-3", true, map[string]string{"fleet": "demo"})
+	if err != nil {
+		t.Fatalf("approve: %v", err)
+	}
+	want := map[string]string{"site": "lisbon", "fleet": "demo"}
+	if got := getDevice(t, ts, "dev-3").GetMetadata().GetLabels(); !maps.Equal(got, want) {
+		t.Errorf("device labels = %v; want %v (requested, with the approval's on top)", got, want)
+	}
+	if got := er.GetStatus().GetApproval().GetLabels(); !maps.Equal(got, want) {
+		t.Errorf("approval labels = %v; want %v", got, want)
+	}
 }

@@ -20,6 +20,8 @@ func newApproveCommand(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "approve NAME [--label KEY=VALUE]...",
 		Short: "Approve a device's enrollment request, creating the device with the given labels",
+		Long: "Approve a device's enrollment request. The new device gets the labels that the\n" +
+			"request asked for (see get enrollmentrequest NAME -o yaml) and each --label on top.",
 		Example: `  fleetplane get enrollmentrequests
   fleetplane approve dev-3f9a1c0b2d4e5f60 --label fleet=demo --label site=berlin`,
 		Args: cobra.ExactArgs(1),
@@ -32,7 +34,7 @@ func newApproveCommand(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringArrayVarP(&labels, "label", "l", nil,
-		"label KEY=VALUE for the new device (repeatable)")
+		"label KEY=VALUE for the new device, added to the requested labels (repeatable)")
 	return cmd
 }
 

@@ -105,8 +105,10 @@ type EnrollmentRequestSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Csr is a PEM-encoded PKCS #10 certificate signing request whose common name is the request's
 	// name.
-	Csr           string            `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
-	DeviceStatus  *DeviceStatus     `protobuf:"bytes,2,opt,name=device_status,json=deviceStatus,proto3" json:"device_status,omitempty"`
+	Csr          string        `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	DeviceStatus *DeviceStatus `protobuf:"bytes,2,opt,name=device_status,json=deviceStatus,proto3" json:"device_status,omitempty"`
+	// Labels are the labels the device asks for. Approval gives them to the device, except where
+	// the approval sets the same key.
 	Labels        map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -229,7 +231,8 @@ func (x *EnrollmentRequestStatus) GetApproval() *EnrollmentRequestApproval {
 type EnrollmentRequestApproval struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Approved bool                   `protobuf:"varint,1,opt,name=approved,proto3" json:"approved,omitempty"`
-	// Labels are given to the device that approval creates.
+	// Labels are the labels of the device that approval created: the requested labels with the
+	// approval's own on top.
 	Labels        map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	ApprovedBy    string                 `protobuf:"bytes,3,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
 	ApprovedAt    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=approved_at,json=approvedAt,proto3" json:"approved_at,omitempty"`
@@ -760,10 +763,11 @@ func (x *WatchEnrollmentRequestsResponse) GetResourceVersion() string {
 }
 
 type ApproveEnrollmentRequestRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Approved      bool                   `protobuf:"varint,2,opt,name=approved,proto3" json:"approved,omitempty"`
-	Labels        map[string]string      `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Approved bool                   `protobuf:"varint,2,opt,name=approved,proto3" json:"approved,omitempty"`
+	// Labels are added to the labels the device asked for, and win where both set a key.
+	Labels        map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

@@ -78,6 +78,9 @@ export type EnrollmentRequestSpec = Message<"fleetplane.v1.EnrollmentRequestSpec
   deviceStatus?: DeviceStatus | undefined;
 
   /**
+   * Labels are the labels the device asks for. Approval gives them to the device, except where
+   * the approval sets the same key.
+   *
    * @generated from field: map<string, string> labels = 3;
    */
   labels: { [key: string]: string };
@@ -133,7 +136,8 @@ export type EnrollmentRequestApproval = Message<"fleetplane.v1.EnrollmentRequest
   approved: boolean;
 
   /**
-   * Labels are given to the device that approval creates.
+   * Labels are the labels of the device that approval created: the requested labels with the
+   * approval's own on top.
    *
    * @generated from field: map<string, string> labels = 2;
    */
@@ -358,6 +362,8 @@ export type ApproveEnrollmentRequestRequest = Message<"fleetplane.v1.ApproveEnro
   approved: boolean;
 
   /**
+   * Labels are added to the labels the device asked for, and win where both set a key.
+   *
    * @generated from field: map<string, string> labels = 3;
    */
   labels: { [key: string]: string };
