@@ -126,7 +126,7 @@ func columns(kind *client.Kind) []string {
 	case "ResourceSync":
 		return []string{"NAME", "REPOSITORY", "PATH", "SYNCED", "AGE"}
 	case "EnrollmentRequest":
-		return []string{"NAME", "APPROVAL", "AGE"}
+		return []string{"NAME", "APPROVAL", "REQUESTED LABELS", "AGE"}
 	case "Event":
 		return []string{"LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"}
 	case "Task":
@@ -163,7 +163,9 @@ func row(obj proto.Message, now time.Time) []string {
 			dash(o.GetSpec().GetPath()), condition(o.GetStatus().GetConditions(), "Synced"),
 			created(o.GetMetadata(), now)}
 	case *fleetplanev1.EnrollmentRequest:
-		return []string{name(o.GetMetadata()), approval(o), created(o.GetMetadata(), now)}
+		return []string{name(o.GetMetadata()), approval(o),
+			selector(&fleetplanev1.LabelSelector{MatchLabels: o.GetSpec().GetLabels()}),
+			created(o.GetMetadata(), now)}
 	case *fleetplanev1.Event:
 		ref := o.GetInvolvedObject()
 		return []string{created(o.GetMetadata(), now), dash(o.GetType()), dash(o.GetReason()),
