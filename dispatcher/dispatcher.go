@@ -57,6 +57,10 @@ type Dispatcher struct {
 	// mu guards shards.
 	mu     sync.Mutex
 	shards map[int]*heldShard
+
+	// loggedHeld is the number of held shards that the last "shard leases changed" line
+	// reported; only the membership goroutine uses it.
+	loggedHeld int
 }
 
 // heldShard is a shard lease this replica holds.

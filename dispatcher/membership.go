@@ -53,8 +53,21 @@ func (d *Dispatcher) membershipRound(ctx context.Context, startedAt time.Time) e
 		d.acquire(ctx, shard)
 	}
 	d.releaseDrained(ctx)
+	d.logHeldShards()
 	d.Wake()
 	return nil
+}
+
+// logHeldShards logs the number of held shards when it changed since the previous round; the
+// single leases are logged at debug level.
+func (d *Dispatcher) logHeldShards() {
+	d.mu.Lock()
+	held := len(d.shards)
+	d.mu.Unlock()
+	if held != d.loggedHeld {
+		d.log.Info("shard leases changed", "held", held, "previously", d.loggedHeld)
+		d.loggedHeld = held
+	}
 }
 
 // ErrReplicaIDInUse is returned by Run when another live process has the same replica id.
@@ -204,7 +217,7 @@ func (d *Dispatcher) acquire(ctx context.Context, shard int) {
 		held = &heldShard{epoch: lease.Epoch}
 		d.shards[shard] = held
 		d.countLeaseChange(ctx)
-		d.log.Info("shard lease acquired", "shard", shard, "epoch", lease.Epoch)
+		d.log.Debug("shard lease acquired", "shard", shard, "epoch", lease.Epoch)
 	}
 	needsReset := !held.ready
 	d.mu.Unlock()
@@ -267,7 +280,7 @@ func (d *Dispatcher) release(ctx context.Context, shard int, epoch int64) {
 		return
 	}
 	d.countLeaseChange(ctx)
-	d.log.Info("shard lease released", "shard", shard, "epoch", epoch)
+	d.log.Debug("shard lease released", "shard", shard, "epoch", epoch)
 }
 
 // markLost removes from the held set a shard that this replica no longer holds at epoch (any epoch when epoch is
