@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +24,13 @@ func (a *app) apiError(what string, err error) error {
 	if unreachable(err) {
 		return &unreachableError{fmt.Sprintf("cannot reach the Fleetplane server at %s: %s; "+
 			`start it with "fleetplane serve" or set --server`, a.server, networkReason(err))}
+	}
+	var unknownAuthority x509.UnknownAuthorityError
+	if errors.As(err, &unknownAuthority) {
+		return &unreachableError{fmt.Sprintf("%s: the server at %s presented a certificate "+
+			"from an unknown authority; if that is the agent port, point --server at the "+
+			"operator API instead (fleetplane serve --listen, http://127.0.0.1:7080 by default)",
+			what, a.server)}
 	}
 	var notAPI *notAPIError
 	if errors.As(err, &notAPI) {

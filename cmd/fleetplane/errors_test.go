@@ -242,3 +242,17 @@ func TestInvalidServerURL(t *testing.T) {
 		})
 	}
 }
+
+func TestServerUnknownAuthority(t *testing.T) {
+	tlsServer := httptest.NewTLSServer(http.NotFoundHandler())
+	t.Cleanup(tlsServer.Close)
+	r := runCLI(t, tlsServer.URL, "", "get", "devices")
+	if r.code != 1 {
+		t.Errorf("exit code = %d, want 1", r.code)
+	}
+	for _, want := range []string{"certificate from an unknown authority", "operator API"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+}
