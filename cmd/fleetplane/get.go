@@ -18,6 +18,7 @@ import (
 // Output formats of get.
 const (
 	outputTable = "table"
+	outputWide  = "wide" // a table whose cells are never trimmed
 	outputYAML  = "yaml"
 	outputJSON  = "json"
 	outputName  = "name"
@@ -61,7 +62,7 @@ func newGetCommand(a *app) *cobra.Command {
 		"label selector, such as fleet=demo,site!=b or 'site in (a,b)'")
 	f.StringVar(&o.fieldSelector, "field-selector", "",
 		"field selector, such as metadata.owner=Fleet/demo or status.summary.status=Online")
-	f.StringVarP(&o.output, "output", "o", outputTable, "output format: table, yaml, json or name")
+	f.StringVarP(&o.output, "output", "o", outputTable, "output format: table, wide (a table that trims no cell), yaml, json or name")
 	f.BoolVarP(&o.watch, "watch", "w", false,
 		"after the current state, print one entry per change until interrupted")
 	f.IntVar(&o.limit, "limit", 0, "show at most this many objects; 0 shows all")
@@ -72,9 +73,9 @@ func newGetCommand(a *app) *cobra.Command {
 
 func (o *getOptions) check(kind *client.Kind, args []string) error {
 	switch o.output {
-	case outputTable, outputYAML, outputJSON, outputName:
+	case outputTable, outputWide, outputYAML, outputJSON, outputName:
 	default:
-		return fmt.Errorf("invalid --output %q: use table, yaml, json or name", o.output)
+		return fmt.Errorf("invalid --output %q: use table, wide, yaml, json or name", o.output)
 	}
 	if o.limit < 0 {
 		return fmt.Errorf("invalid --limit %d: use 0 for all or a positive number", o.limit)
@@ -138,7 +139,7 @@ func (a *app) getList(ctx context.Context, kind *client.Kind, o getOptions) erro
 	if o.watch {
 		return a.watch(ctx, kind, page.Items, page.ResourceVersion, o)
 	}
-	if len(page.Items) == 0 && o.output == outputTable {
+	if len(page.Items) == 0 && (o.output == outputTable || o.output == outputWide) {
 		_, err := fmt.Fprintf(a.stderr, "no %s found\n", kind.Plural)
 		return err
 	}
@@ -149,13 +150,13 @@ func (a *app) getList(ctx context.Context, kind *client.Kind, o getOptions) erro
 // is one List object, so that both can be applied again.
 func (a *app) printList(kind *client.Kind, objs []proto.Message, format string) error {
 	switch format {
-	case outputTable:
+	case outputTable, outputWide:
 		rows := make([][]string, len(objs))
 		now := time.Now()
 		for i, obj := range objs {
 			rows[i] = row(obj, now)
 		}
-		t := newTable(columns(kind), rows)
+		t := newTable(columns(kind), rows, widthFor(format))
 		if err := t.writeHeader(a.stdout); err != nil {
 			return err
 		}
@@ -243,4 +244,13 @@ func objectName(kind *client.Kind, obj proto.Message) string {
 		return prefix + o.GetId()
 	}
 	return prefix + meta(obj).GetName()
+}
+
+// widthFor returns the table width of an output format: tableWidth, or 0 (no trimming) for
+// wide.
+func widthFor(format string) int {
+	if format == outputWide {
+		return 0
+	}
+	return tableWidth
 }

@@ -30,14 +30,15 @@ var flexColumns = map[string]bool{"MESSAGE": true, "LAST ERROR": true, "URL": tr
 // flexMinWidth is the narrowest a flex column is trimmed to before other columns shrink.
 const flexMinWidth = 16
 
-// table lays out rows in columns that fit tableWidth, trimming the widest cells.
+// table lays out rows in columns that fit a width, trimming the widest cells.
 type table struct {
 	header []string
 	widths []int
 }
 
-// newTable sizes the columns for the header and rows.
-func newTable(header []string, rows [][]string) *table {
+// newTable sizes the columns for the header and rows to fit width characters; a width of 0
+// trims nothing.
+func newTable(header []string, rows [][]string, width int) *table {
 	widths := make([]int, len(header))
 	for i, h := range header {
 		widths[i] = utf8.RuneCountInString(h)
@@ -54,15 +55,18 @@ func newTable(header []string, rows [][]string) *table {
 		}
 		return sum
 	}
+	if width == 0 {
+		return &table{header: header, widths: widths}
+	}
 	// Free text gives way first, down to flexMinWidth, so names and reasons stay whole.
 	for i, h := range header {
 		if flexColumns[h] {
-			widths[i] = max(min(widths[i], widths[i]-(total()-tableWidth)),
+			widths[i] = max(min(widths[i], widths[i]-(total()-width)),
 				min(widths[i], flexMinWidth))
 		}
 	}
 	// Then shrink the widest column, one character at a time, until the table fits.
-	for total() > tableWidth {
+	for total() > width {
 		widest := 0
 		for i, w := range widths {
 			if w > widths[widest] {

@@ -174,3 +174,22 @@ func TestAgentSessionRow(t *testing.T) {
 		t.Errorf("AgentSession has %d columns; want %d", got, len(want))
 	}
 }
+
+func TestWideTableTrimsNothing(t *testing.T) {
+	now := time.Now()
+	var out bytes.Buffer
+	a := &app{stdout: &out}
+	kind, _ := client.ResolveKind("events")
+	events := realisticObjects(now)["Event"]
+	if err := a.printList(kind, events, outputWide); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "…") {
+		t.Errorf("wide table trimmed a cell:\n%s", out.String())
+	}
+	for _, obj := range events {
+		if msg := obj.(*fleetplanev1.Event).GetMessage(); !strings.Contains(out.String(), msg) {
+			t.Errorf("wide table lacks the whole message %q:\n%s", msg, out.String())
+		}
+	}
+}

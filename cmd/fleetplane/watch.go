@@ -58,14 +58,14 @@ func (a *app) watch(ctx context.Context, kind *client.Kind, initial []proto.Mess
 func (a *app) watchPrinter(kind *client.Kind, initial []proto.Message,
 	format string) (func(change string, obj proto.Message) error, error) {
 	switch format {
-	case outputTable:
+	case outputTable, outputWide:
 		header := append([]string{"EVENT"}, columns(kind)...)
 		now := time.Now()
 		rows := [][]string{{"MODIFIED"}}
 		for _, obj := range initial {
 			rows = append(rows, append([]string{"LISTED"}, row(obj, now)...))
 		}
-		t := newTable(header, rows)
+		t := newTable(header, rows, widthFor(format))
 		return func(change string, obj proto.Message) error {
 			return t.writeRow(a.stdout, append([]string{change}, row(obj, time.Now())...))
 		}, t.writeHeader(a.stdout)
