@@ -2,6 +2,7 @@ package client
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -104,19 +105,24 @@ func KindNames(keep func(*Kind) bool) []string {
 func ResolveKind(name string) (*Kind, error) {
 	lower := strings.ToLower(strings.TrimSpace(name))
 	for _, k := range kinds {
-		if lower == strings.ToLower(k.Name) || lower == k.Plural {
+		if slices.Contains(AcceptedNames(k), lower) {
 			return k, nil
-		}
-		for _, alias := range k.Aliases {
-			if lower == alias || lower == alias+"s" {
-				return k, nil
-			}
 		}
 	}
 	return nil, fmt.Errorf("unknown resource kind %q; use one of %s", name,
 		strings.Join(kindChoices(), ", "))
 }
 
+// AcceptedNames returns the lowercase names that ResolveKind accepts for k, the singular first.
+func AcceptedNames(k *Kind) []string {
+	names := []string{strings.ToLower(k.Name), k.Plural}
+	for _, alias := range k.Aliases {
+		names = append(names, alias, alias+"s")
+	}
+	return names
+}
+
+// kindChoices lists every kind with its aliases, as "singular (aliases)".
 func kindChoices() []string {
 	var out []string
 	for _, k := range kinds {

@@ -166,9 +166,9 @@ func TestAgentSessionRow(t *testing.T) {
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("row = %q; want %q", got, want)
 	}
-	kind, err := resolveKind("sessions")
+	kind, err := client.ResolveKind("sessions")
 	if err != nil {
-		t.Fatalf("resolveKind(sessions): %v", err)
+		t.Fatalf("ResolveKind(sessions): %v", err)
 	}
 	if got := len(columns(kind)); got != len(want) {
 		t.Errorf("AgentSession has %d columns; want %d", got, len(want))
