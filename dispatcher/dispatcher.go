@@ -22,8 +22,8 @@ type Handler func(ctx context.Context, key string) error
 type Config struct {
 	Store     store.Store
 	ReplicaID string // unique per process; default: random
-	// ExclusiveID says that the caller guarantees no other process uses ReplicaID, for example
-	// with a lock on a data directory. Run then takes over the heartbeat and leases that an
+	// ExclusiveID is the caller's guarantee that no other process uses ReplicaID, for example
+	// through a lock on a data directory. Run then takes over the heartbeat and leases that an
 	// earlier process with this id left, instead of refusing to start while they are recent.
 	ExclusiveID   bool
 	Address       string        // address at which other replicas reach this one; may be empty

@@ -136,6 +136,7 @@ func (d *Dispatcher) desiredShards(ctx context.Context) (map[int]bool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read membership: %w", err)
 	}
+
 	live := []string{d.cfg.ReplicaID}
 	now := time.Now()
 	cutoff := now.Add(-d.cfg.LeaseDuration)
@@ -149,6 +150,7 @@ func (d *Dispatcher) desiredShards(ctx context.Context) (map[int]bool, error) {
 		}
 	}
 	d.removeDead(ctx, dead)
+
 	desired := map[int]bool{}
 	for shard, owner := range Assign(shardCount, live) {
 		if owner == d.cfg.ReplicaID {

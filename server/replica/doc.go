@@ -6,8 +6,8 @@
 //     tasks' shard claims them at once instead of at its next poll;
 //   - after rendering devices, NotifyDevices, so the replica that holds a device's agent stream
 //     sends the new spec at once instead of at its next sweep. The session registry in the
-//     store, which each replica's agent port writes in batches, names that replica; a device
-//     it names no live holder for goes to every live replica.
+//     store, which each replica's agent port writes in batches, names that replica. A device
+//     without a live replica in the registry goes to every live replica.
 //
 // Nudges are hints. A lost one delays work until the receiver's fallback (the dispatcher's
 // poll, one second by default, or the agent port's sweep, 30 seconds by default) and never

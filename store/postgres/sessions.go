@@ -114,6 +114,7 @@ func (t *tx) ListSessions(ctx context.Context, filter store.SessionFilter) ([]st
 	if checkText("replica id", filter.Replica) != nil {
 		return nil, "", nil // no session names such a replica
 	}
+
 	limit := pageSize(filter.Limit)
 	rows, err := t.query(ctx, `SELECT device, replica, opened_at FROM agent_sessions
 		WHERE device > $1 AND ($2 = '' OR replica = $2) ORDER BY device LIMIT $3`,
@@ -131,6 +132,7 @@ func (t *tx) ListSessions(ctx context.Context, filter store.SessionFilter) ([]st
 	if err != nil {
 		return nil, "", fmt.Errorf("list sessions: %w", err)
 	}
+
 	if len(sessions) <= limit {
 		return sessions, "", nil
 	}

@@ -76,6 +76,7 @@ func (t *tx) ListSessions(ctx context.Context, filter store.SessionFilter) ([]st
 	if after == nil {
 		after = []string{""}
 	}
+
 	limit := pageSize(filter.Limit)
 	rows, err := t.query(ctx, `SELECT device, replica, opened_at FROM agent_sessions
 		WHERE device > ? AND (? = '' OR replica = ?) ORDER BY device LIMIT ?`,
@@ -97,6 +98,7 @@ func (t *tx) ListSessions(ctx context.Context, filter store.SessionFilter) ([]st
 	if err := rows.Err(); err != nil {
 		return nil, "", fmt.Errorf("list sessions: %w", err)
 	}
+
 	if len(sessions) <= limit {
 		return sessions, "", nil
 	}

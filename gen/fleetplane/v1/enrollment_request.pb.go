@@ -107,7 +107,7 @@ type EnrollmentRequestSpec struct {
 	// name.
 	Csr          string        `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
 	DeviceStatus *DeviceStatus `protobuf:"bytes,2,opt,name=device_status,json=deviceStatus,proto3" json:"device_status,omitempty"`
-	// Labels are the labels the device asks for. Approval gives them to the device, except where
+	// Labels are the labels the device requests. Approval gives them to the device, except where
 	// the approval sets the same key.
 	Labels        map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields

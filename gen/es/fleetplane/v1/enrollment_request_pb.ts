@@ -78,7 +78,7 @@ export type EnrollmentRequestSpec = Message<"fleetplane.v1.EnrollmentRequestSpec
   deviceStatus?: DeviceStatus | undefined;
 
   /**
-   * Labels are the labels the device asks for. Approval gives them to the device, except where
+   * Labels are the labels the device requests. Approval gives them to the device, except where
    * the approval sets the same key.
    *
    * @generated from field: map<string, string> labels = 3;
